@@ -1,0 +1,1 @@
+"""The signed HTTP API (FastAPI)."""

@@ -1,0 +1,1 @@
+"""Pure business model of the trading system: standard library only, Decimal for every amount."""

@@ -1,0 +1,1 @@
+"""Composition root: settings, clients, the worker and the `trading` command line."""

@@ -1,0 +1,1 @@
+"""Temporal workflows and their payload contracts; no I/O here."""
