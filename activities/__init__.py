@@ -1,0 +1,1 @@
+"""The boundary to the outside world: brokers, market data, the PostgreSQL store."""
