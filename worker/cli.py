@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import sys
 from collections.abc import Sequence
 
 NOT_YET = {
     "up": "the one-command stack (issue 6)",
-    "worker": "the Temporal worker (issue 4)",
     "api": "the signed HTTP API (issue 5)",
 }
 
@@ -16,23 +17,77 @@ NOT_YET = {
 def _not_yet_available(args: argparse.Namespace) -> int:
     print(
         f"trading {args.command}: not yet available: {NOT_YET[args.command]} has not landed. "
-        "See README.md for what works today (`make test`, `trading migrate`).",
+        "See README.md for what works today (`trading worker`, `trading migrate`).",
         file=sys.stderr,
     )
     return 2
 
 
+def _worker(args: argparse.Namespace) -> int:
+    from worker.main import main
+
+    asyncio.run(main())
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from activities import migrations
+    from worker.main import open_database
+    from worker.settings import Settings
+
+    async def run() -> int:
+        async with open_database(Settings(), migrate=False) as pool:
+            if args.action == "up":
+                done = await migrations.migrate_up(pool, args.target)
+                print("\n".join(f"applied {m.filename}" for m in done) or "up to date")
+            elif args.action == "down":
+                done = await migrations.migrate_down(pool, args.steps)
+                print("\n".join(f"reverted {m.filename}" for m in done) or "nothing to revert")
+            else:
+                print(f"{'version':>7}  {'name':<45} {'applied at':<32} checksum")
+                for row in await migrations.status(pool):
+                    applied = row.applied_at.isoformat() if row.applied_at else "pending"
+                    check = {True: "ok", False: "MODIFIED", None: "-"}[row.checksum_ok]
+                    print(f"{row.version:>7}  {row.name:<45} {applied:<32} {check}")
+        return 0
+
+    try:
+        return asyncio.run(run())
+    except migrations.MigrationError as err:
+        print(f"trading migrate: {err}", file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trading", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, what in NOT_YET.items():
         sub = commands.add_parser(name, help=f"run {what}")
         sub.set_defaults(handler=_not_yet_available)
+
+    worker = commands.add_parser(
+        "worker", help="run the Temporal worker, the paper venue and the outbox relay"
+    )
+    worker.set_defaults(handler=_worker)
+
+    migrate = commands.add_parser("migrate", help="apply, revert or list database migrations")
+    actions = migrate.add_subparsers(dest="action", required=True, metavar="ACTION")
+    up = actions.add_parser("up", help="apply pending migrations")
+    up.add_argument("--target", type=int, default=None, help="stop at this version")
+    down = actions.add_parser("down", help="revert the newest applied migrations")
+    down.add_argument("--steps", type=int, default=1, help="how many to revert (default 1)")
+    actions.add_parser("status", help="list migrations and whether they are applied")
+    migrate.set_defaults(handler=_migrate)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     return int(args.handler(args))
 
 

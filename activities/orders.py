@@ -1,0 +1,195 @@
+"""Temporal activities of the order saga: market data, the store, and the broker.
+
+Each activity may run more than once (a retry, a worker crash after the work but before
+the completion was recorded); each docstring says why running it twice is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Protocol
+
+import asyncpg
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities import ledger
+from activities.ledger import MarketContext
+from domain.commissions import CommissionModel
+from domain.errors import DomainError, ValidationError
+from domain.market import Quote, SymbolNotFoundError
+from domain.orders import Fill, OrderSide
+from workflows.contracts import (
+    AcceptInput,
+    ApplyFillInput,
+    BrokerOrderState,
+    OrderRequest,
+    OrderSnapshot,
+    RecordStatusInput,
+    SubmitResult,
+)
+
+log = logging.getLogger(__name__)
+
+
+class MarketData(Protocol):
+    async def get_quote(self, symbol: str) -> Quote: ...
+
+
+class Sessions(Protocol):
+    def is_open(self, at: datetime) -> bool: ...
+    def next_close(self, at: datetime) -> datetime: ...
+
+
+class Broker(Protocol):
+    """What the saga needs of a broker; the paper venue and the Alpaca adapter provide it."""
+
+    async def submit(self, request: OrderRequest) -> SubmitResult: ...
+    async def get_order(self, client_order_id: str) -> BrokerOrderState: ...
+    async def cancel(self, client_order_id: str) -> BrokerOrderState: ...
+
+
+class BrokerRejectedError(DomainError):
+    """The broker refused the order outright; retrying would be refused again."""
+
+
+class BrokerOrderNotFoundError(DomainError):
+    """The broker does not know this client order id."""
+
+
+def _non_retryable(err: Exception, kind: str) -> ApplicationError:
+    return ApplicationError(str(err), type=kind, non_retryable=True)
+
+
+class OrderActivities:
+    """The activities of OrderWorkflow, bound to the resources they use."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        market_data: MarketData,
+        broker: Broker,
+        sessions: Sessions,
+        commission_model: CommissionModel,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.pool = pool
+        self.market_data = market_data
+        self.broker = broker
+        self.sessions = sessions
+        self.commission_model = commission_model
+        self.clock = clock
+
+    @activity.defn(name="get_quote")
+    async def get_quote(self, symbol: str) -> Quote:
+        """Read-only: running it twice reads twice."""
+        try:
+            return await self.market_data.get_quote(symbol)
+        except SymbolNotFoundError as err:
+            raise _non_retryable(err, "SymbolNotFound") from err
+
+    @activity.defn(name="accept_order")
+    async def accept_order(self, input: AcceptInput) -> OrderSnapshot:
+        """Risk check, buying-power reservation and the order row, in one transaction.
+
+        Idempotent: the order id is the orders table's primary key; a second run returns the
+        row the first one wrote (see ledger.place_order).
+        """
+        request = input.request
+        now = self.clock()
+        rejection = None
+        market = None
+        if input.rejection_code is not None:
+            rejection = (input.rejection_code, input.rejection_reason or input.rejection_code)
+        elif input.bid is not None and input.ask is not None:
+            price = input.ask if request.side is OrderSide.BUY else input.bid
+            reference = request.limit_price or request.stop_price or price
+            market = MarketContext(
+                bid=input.bid,
+                ask=input.ask,
+                commission=self.commission_model.commission(
+                    request.side.value, request.quantity, reference
+                ).amount,
+                market_open=self.sessions.is_open(now),
+                expires_at=self.sessions.next_close(now),
+            )
+        try:
+            return await ledger.place_order(self.pool, request, now, market, rejection)
+        except ValidationError as err:
+            raise _non_retryable(err, "ValidationError") from err
+
+    @activity.defn(name="apply_fill")
+    async def apply_fill(self, input: ApplyFillInput) -> OrderSnapshot:
+        """Apply one execution to order, position, cash and reservation in one transaction.
+
+        Idempotent: the execution id is the executions table's primary key; a second run
+        finds it and writes nothing (see ledger.apply_fill).
+        """
+        event = input.fill
+        if event.execution_id is None or event.quantity is None or event.price is None:
+            raise _non_retryable(ValueError(f"not a fill: {event}"), "ValidationError")
+        try:
+            fill = Fill(
+                execution_id=event.execution_id,
+                quantity=event.quantity,
+                price=event.price,
+                commission=event.commission,
+                executed_at=event.timestamp,
+            )
+            return await ledger.apply_fill(self.pool, input.order_id, fill)
+        except ValidationError as err:
+            raise _non_retryable(err, "ValidationError") from err
+
+    @activity.defn(name="record_status")
+    async def record_status(self, input: RecordStatusInput) -> OrderSnapshot:
+        """Record a non-fill status change; a terminal one releases the reservation.
+
+        Idempotent: a change already made, or no longer possible, is a no-op (see
+        ledger.record_status).
+        """
+        return await ledger.record_status(self.pool, input, self.clock())
+
+    @activity.defn(name="submit_order")
+    async def submit_order(self, request: OrderRequest) -> SubmitResult:
+        """Send the order to the broker with our order id as its client order id.
+
+        Idempotent: the broker adapter looks the client order id up before sending, and the
+        broker itself refuses a second order with the same client order id.
+        """
+        try:
+            return await self.broker.submit(request)
+        except BrokerRejectedError as err:
+            raise _non_retryable(err, "BrokerRejected") from err
+
+    @activity.defn(name="get_broker_order")
+    async def get_broker_order(self, client_order_id: str) -> BrokerOrderState:
+        """Read-only at the broker."""
+        try:
+            return await self.broker.get_order(client_order_id)
+        except BrokerOrderNotFoundError as err:
+            raise _non_retryable(err, "OrderNotFound") from err
+
+    @activity.defn(name="cancel_at_broker")
+    async def cancel_at_broker(self, client_order_id: str) -> BrokerOrderState:
+        """Ask the broker to cancel; returns its state afterwards.
+
+        Idempotent: canceling a canceled (or filled) order changes nothing at the broker;
+        the state returned says what the order is.
+        """
+        try:
+            return await self.broker.cancel(client_order_id)
+        except BrokerOrderNotFoundError as err:
+            raise _non_retryable(err, "OrderNotFound") from err
+
+    def all(self) -> list[Callable[..., object]]:
+        return [
+            self.get_quote,
+            self.accept_order,
+            self.apply_fill,
+            self.record_status,
+            self.submit_order,
+            self.get_broker_order,
+            self.cancel_at_broker,
+        ]

@@ -1,0 +1,228 @@
+"""A trading stack inside the test process: the time-skipping Temporal server, the real
+activities on the real PostgreSQL, the paper venue and its outbox relay, and a scripted
+market so each test decides the prices."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from temporalio.client import WithStartWorkflowOperation, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities import ledger
+from activities.market_data import ScriptedFeed
+from activities.orders import Broker, OrderActivities
+from activities.outbox import OutboxRelay, temporal_deliver
+from activities.paper_venue import PaperVenue
+from activities.sessions import MarketSessions
+from activities.store import UnitOfWork
+from domain.commissions import PerShare
+from domain.orders import OrderSide, OrderStatus, OrderType, TimeInForce
+from domain.portfolio import Portfolio, RiskLimits
+from workflows.contracts import (
+    BrokerEvent,
+    OrderRequest,
+    OrderSnapshot,
+    OrderWorkflowInput,
+    OrderWorkflowOptions,
+    order_id_for,
+    workflow_id_for,
+)
+from workflows.order import OrderWorkflow
+
+Deliver = Callable[[str, BrokerEvent], Awaitable[None]]
+
+LIMITS = RiskLimits(
+    max_position_size=Decimal("1000000"),
+    max_order_notional=Decimal("1000000"),
+    max_concentration=Decimal("1"),
+    max_positions=100,
+    daily_loss_limit=Decimal("1000000"),
+)
+COMMISSION = PerShare(rate=Decimal("0.005"), minimum=Decimal("1.00"))
+
+
+@dataclass
+class Stack:
+    env: WorkflowEnvironment
+    pool: asyncpg.Pool
+    feed: ScriptedFeed
+    venue: PaperVenue
+    task_queue: str
+    portfolio: Portfolio
+    options: OrderWorkflowOptions
+    handles: dict[UUID, WorkflowHandle[Any, Any]] = field(default_factory=dict)
+
+    async def place(
+        self,
+        symbol: str,
+        quantity: str,
+        side: str = "buy",
+        order_type: str = "market",
+        tif: str = "gtc",
+        limit: str | None = None,
+        stop: str | None = None,
+        client_order_id: str | None = None,
+    ) -> OrderSnapshot:
+        """Start an order workflow and return once risk has decided (as the API does)."""
+        client_order_id = client_order_id or str(uuid.uuid4())
+        order_id = order_id_for(self.portfolio.id, client_order_id)
+        request = OrderRequest(
+            order_id=order_id,
+            portfolio_id=self.portfolio.id,
+            client_order_id=client_order_id,
+            symbol=symbol,
+            side=OrderSide(side),
+            quantity=Decimal(quantity),
+            order_type=OrderType(order_type),
+            time_in_force=TimeInForce(tif),
+            limit_price=None if limit is None else Decimal(limit),
+            stop_price=None if stop is None else Decimal(stop),
+        )
+        start = WithStartWorkflowOperation(
+            OrderWorkflow.run,
+            OrderWorkflowInput(request=request, options=self.options),
+            id=workflow_id_for(order_id),
+            task_queue=self.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+        decided = await self.env.client.execute_update_with_start_workflow(
+            OrderWorkflow.decision, start_workflow_operation=start
+        )
+        self.handles[order_id] = await start.workflow_handle()
+        return decided
+
+    def handle(self, order_id: UUID) -> WorkflowHandle[Any, Any]:
+        return self.handles[order_id]
+
+    async def result(self, order_id: UUID) -> OrderSnapshot:
+        """The workflow's result, letting the server skip time while we wait (only handles
+        from start_workflow do that by themselves, not those from update-with-start)."""
+        async with self.env.time_skipping_unlocked():  # type: ignore[attr-defined]
+            result: OrderSnapshot = await self.handles[order_id].result()
+        return result
+
+    async def order(self, order_id: UUID) -> OrderSnapshot:
+        async with UnitOfWork(self.pool) as uow:
+            snapshot = await uow.orders.find(order_id)
+        assert snapshot is not None
+        return snapshot
+
+    async def wait_for(
+        self,
+        order_id: UUID,
+        done: Callable[[OrderSnapshot], bool] = lambda o: o.status.is_terminal,
+        timeout: float = 15.0,
+    ) -> OrderSnapshot:
+        """Wait in real time (no time skipping) until the stored order satisfies `done`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            snapshot = await self.order(order_id)
+            if done(snapshot):
+                return snapshot
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting; order is {snapshot}")
+            await asyncio.sleep(0.02)
+
+    async def portfolio_now(self) -> Portfolio:
+        async with UnitOfWork(self.pool) as uow:
+            return await uow.portfolios.get(self.portfolio.id)
+
+    async def venue_orders(self) -> int:
+        return int(await self.pool.fetchval("SELECT count(*) FROM venue_orders"))
+
+
+def terminal(status: OrderStatus) -> Callable[[OrderSnapshot], bool]:
+    return lambda o: o.status is status
+
+
+@contextlib.asynccontextmanager
+async def running_stack(
+    env: WorkflowEnvironment,
+    pool: asyncpg.Pool,
+    *,
+    cash: str = "100000.00",
+    broker: Callable[[PaperVenue], Broker] | None = None,
+    deliver: Callable[[Deliver], Deliver] | None = None,
+    options: OrderWorkflowOptions | None = None,
+    venue_tick_ms: int = 10,
+) -> AsyncIterator[Stack]:
+    """Everything a worker runs, wired as the worker wires it, with test hooks:
+    `broker` wraps the venue (fault injection), `deliver` wraps the relay's signal sender."""
+    feed = ScriptedFeed()
+    sessions = MarketSessions("always_open")
+    # A scripted quote keeps its timestamp until the test sets the next one, so a short
+    # refresh window makes every set_quote a fresh quote without waiting a second.
+    venue = PaperVenue(
+        pool, feed, sessions, COMMISSION, latency_ms=0, quote_refresh=timedelta(milliseconds=1)
+    )
+    portfolio = Portfolio(initial_capital=Decimal(cash), limits=LIMITS, name="test")
+    await ledger.create_portfolio(pool, portfolio)
+    task_queue = f"orders-{uuid.uuid4()}"
+    activities = OrderActivities(
+        pool,
+        feed,
+        broker(venue) if broker else venue,
+        sessions,
+        COMMISSION,
+        clock=lambda: datetime.now(UTC),
+    )
+    send = temporal_deliver(env.client)
+    relay = OutboxRelay(pool, deliver(send) if deliver else send)
+    stop = asyncio.Event()
+    stack = Stack(
+        env=env,
+        pool=pool,
+        feed=feed,
+        venue=venue,
+        task_queue=task_queue,
+        portfolio=portfolio,
+        options=options or OrderWorkflowOptions(poll_interval_seconds=30),
+    )
+    async with Worker(
+        env.client,
+        task_queue=task_queue,
+        workflows=[OrderWorkflow],
+        activities=activities.all(),
+    ):
+        tasks = [
+            asyncio.create_task(venue.run(stop, tick_ms=venue_tick_ms)),
+            asyncio.create_task(relay.run(stop, interval_ms=10)),
+        ]
+        try:
+            yield stack
+            if os.environ.get("RECORD_HISTORIES"):
+                await record_histories(stack)
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+HISTORIES = Path(__file__).parent / "histories"
+
+
+async def record_histories(stack: Stack) -> None:
+    """Save the histories of this test's closed order workflows for the replay test
+    (run the suite with RECORD_HISTORIES=1 after a deliberate workflow change)."""
+    test = os.environ.get("PYTEST_CURRENT_TEST", "test").split("::")[-1].split(" ")[0]
+    HISTORIES.mkdir(exist_ok=True)
+    for n, handle in enumerate(list(stack.handles.values())[:3]):
+        description = await handle.describe()
+        if description.close_time is None:
+            continue
+        history = await handle.fetch_history()
+        (HISTORIES / f"{test}-{n}.json").write_text(history.to_json())

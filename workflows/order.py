@@ -1,0 +1,424 @@
+"""OrderWorkflow: the saga of one order, from risk check to its terminal state.
+
+quote -> risk + reservation + persist (one transaction) -> submit (client order id = our
+order id) -> broker events as signals, de-duplicated by execution id, with polling when
+they stop -> each fill applied in one transaction -> terminal: reservation released.
+Any failure after submit cancels at the broker and releases the reservation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar, cast
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from domain.market import Quote
+    from domain.orders import OrderStatus
+    from workflows.contracts import (
+        AcceptInput,
+        ApplyFillInput,
+        BrokerEvent,
+        BrokerEventType,
+        BrokerOrderState,
+        CancelRequest,
+        OrderSnapshot,
+        OrderWorkflowInput,
+        RecordStatusInput,
+        ResumeState,
+        SubmitResult,
+    )
+
+ORDER_STATUS = SearchAttributeKey.for_keyword("OrderStatus")
+SYMBOL = SearchAttributeKey.for_keyword("Symbol")
+PORTFOLIO_ID = SearchAttributeKey.for_keyword("PortfolioId")
+SEARCH_ATTRIBUTES = (ORDER_STATUS, SYMBOL, PORTFOLIO_ID)
+
+# Business refusals are final; retrying them only delays the answer.
+NON_RETRYABLE = ["SymbolNotFound", "ValidationError", "BrokerRejected", "OrderNotFound"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class CallPolicy:
+    """Timeouts and retries of one kind of activity call."""
+
+    start_to_close: timedelta
+    retry: RetryPolicy
+    schedule_to_close: timedelta | None = None
+
+
+QUOTE = CallPolicy(
+    timedelta(seconds=10), RetryPolicy(maximum_attempts=5, non_retryable_error_types=NON_RETRYABLE)
+)
+# The store must not lose a decision or a fill: retry for as long as the database is away,
+# backing off to one attempt a minute.
+STORE = CallPolicy(
+    timedelta(seconds=30),
+    RetryPolicy(maximum_interval=timedelta(minutes=1), non_retryable_error_types=NON_RETRYABLE),
+)
+# A submit is safe to retry (the adapter looks the order up by client order id first), but
+# an order that cannot reach the broker within minutes is stale: give up and compensate.
+SUBMIT = CallPolicy(
+    timedelta(seconds=30),
+    RetryPolicy(maximum_interval=timedelta(seconds=30), non_retryable_error_types=NON_RETRYABLE),
+    schedule_to_close=timedelta(minutes=5),
+)
+BROKER_QUERY = CallPolicy(
+    timedelta(seconds=30),
+    RetryPolicy(maximum_interval=timedelta(seconds=30), non_retryable_error_types=NON_RETRYABLE),
+    schedule_to_close=timedelta(minutes=10),
+)
+
+
+async def _call(name: str, arg: object, result_type: type[T], policy: CallPolicy) -> T:
+    """Run one activity by name (workflows never import activity code)."""
+    result = await workflow.execute_activity(
+        name,
+        arg,
+        result_type=result_type,
+        start_to_close_timeout=policy.start_to_close,
+        schedule_to_close_timeout=policy.schedule_to_close,
+        retry_policy=policy.retry,
+    )
+    return cast(T, result)
+
+
+def _newer(current: OrderSnapshot | None, candidate: OrderSnapshot) -> OrderSnapshot:
+    """Activities run concurrently (the cancel update, the main loop); keep the latest row."""
+    if current is None or candidate.version >= current.version:
+        return candidate
+    return current
+
+
+@workflow.defn(name="OrderWorkflow")
+class OrderWorkflow:
+    def __init__(self) -> None:
+        self._order: OrderSnapshot | None = None
+        self._events: list[BrokerEvent] = []
+        self._applied: set[str] = set()
+        self._decided = False
+        self._submitted = False
+        self._cancel_requested = False
+        self._cancel_reason = "canceled by client"
+        self._reconcile_requested = False
+        self._idle_polls = 0  # polls in a row that found nothing new
+
+    # -- the saga ---------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, input: OrderWorkflowInput) -> OrderSnapshot:
+        if input.resume is not None:
+            self._resume(input.resume)
+        else:
+            order = await self._decide(input)
+            if order.status is OrderStatus.REJECTED or order.is_terminal:
+                return order
+            try:
+                await self._submit(input)
+            except ActivityError as err:
+                return await self._compensate(f"submit failed: {_cause(err)}", rejected=True)
+        try:
+            return await self._work(input)
+        except ActivityError as err:
+            await self._compensate(f"order workflow failed after submit: {_cause(err)}")
+            raise ApplicationError(
+                f"order {input.request.order_id} compensated: {_cause(err)}",
+                type="OrderCompensated",
+                non_retryable=True,
+            ) from err
+
+    async def _decide(self, input: OrderWorkflowInput) -> OrderSnapshot:
+        request = input.request
+        accept = AcceptInput(request=request)
+        try:
+            quote: Quote = await _call("get_quote", request.symbol, Quote, QUOTE)
+            accept.bid, accept.ask = quote.bid, quote.ask
+        except ActivityError as err:
+            if _error_type(err) != "SymbolNotFound":
+                raise
+            accept.rejection_code = "SYMBOL_NOT_FOUND"
+            accept.rejection_reason = f"unknown symbol {request.symbol}"
+        order = await _call("accept_order", accept, OrderSnapshot, STORE)
+        self._set_order(order)
+        self._decided = True
+        return order
+
+    async def _submit(self, input: OrderWorkflowInput) -> None:
+        if self._cancel_requested:
+            await self._record(OrderStatus.CANCELED, reason=self._cancel_reason)
+            return
+        result: SubmitResult = await _call("submit_order", input.request, SubmitResult, SUBMIT)
+        await self._record(OrderStatus.SUBMITTED, broker_order_id=result.broker_order_id)
+        self._submitted = True
+
+    async def _work(self, input: OrderWorkflowInput) -> OrderSnapshot:
+        options = input.options
+        while not self._current.is_terminal:
+            if self._cancel_requested and self._current.status is OrderStatus.ACCEPTED:
+                await self._record(OrderStatus.CANCELED, reason=self._cancel_reason)
+                break
+            if self._should_continue_as_new(options.max_history_events):
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(
+                    OrderWorkflowInput(
+                        request=input.request,
+                        options=options,
+                        resume=ResumeState(
+                            snapshot=self._current,
+                            applied_execution_ids=sorted(self._applied),
+                            pending_events=list(self._events),
+                            cancel_requested=self._cancel_requested,
+                            idle_polls=self._idle_polls,
+                        ),
+                    )
+                )
+            poll_every = timedelta(
+                seconds=min(
+                    options.poll_interval_seconds * 2**self._idle_polls,
+                    options.max_poll_interval_seconds,
+                )
+            )
+            timeout = poll_every
+            expires_at = self._current.expires_at
+            if expires_at is not None:
+                until_expiry = expires_at - workflow.now()
+                timeout = max(timedelta(seconds=0), min(poll_every, until_expiry))
+            try:
+                await workflow.wait_condition(
+                    lambda: bool(self._events) or self._reconcile_requested, timeout=timeout
+                )
+            except TimeoutError:
+                if expires_at is not None and workflow.now() >= expires_at:
+                    await self._expire(options.expiry_grace_seconds)
+                else:
+                    version = self._current.version
+                    await self._poll_broker()
+                    if self._current.version == version:
+                        self._idle_polls = min(self._idle_polls + 1, 16)
+                continue
+            self._idle_polls = 0
+            await self._drain_events()
+            if self._reconcile_requested and not self._current.is_terminal:
+                await self._poll_broker()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._current
+
+    # -- broker events ----------------------------------------------------------------------
+
+    @workflow.signal(name="broker_event")
+    def broker_event(self, event: BrokerEvent) -> None:
+        if event.execution_id is not None and event.execution_id in self._applied:
+            return  # a duplicate delivery; nothing to do
+        self._events.append(event)
+
+    async def _drain_events(self) -> None:
+        while self._events:
+            event = self._events.pop(0)
+            await self._handle(event)
+
+    async def _handle(self, event: BrokerEvent) -> None:
+        order = self._current
+        if event.event.is_fill:
+            if event.execution_id is None or event.execution_id in self._applied:
+                return
+            fill = ApplyFillInput(order_id=order.order_id, fill=event)
+            snapshot = await _call("apply_fill", fill, OrderSnapshot, STORE)
+            self._applied.add(event.execution_id)
+            self._set_order(snapshot)
+        elif event.event.is_terminal and not order.is_terminal:
+            if event.cumulative_quantity is not None and (
+                event.cumulative_quantity > order.filled_quantity
+            ):
+                # The broker filled more than we have applied: fetch the missing executions
+                # before closing the order, so a lost fill event never loses a fill.
+                await self._poll_broker()
+                if self._current.is_terminal:
+                    return
+            status = {
+                BrokerEventType.CANCELED: OrderStatus.CANCELED,
+                BrokerEventType.EXPIRED: OrderStatus.EXPIRED,
+                BrokerEventType.REJECTED: OrderStatus.REJECTED,
+            }[event.event]
+            await self._record(status, reason=event.reason, code="BROKER_" + status.name)
+        elif event.event is BrokerEventType.NEW and not self._submitted and event.broker_order_id:
+            await self._record(OrderStatus.SUBMITTED, broker_order_id=event.broker_order_id)
+            self._submitted = True
+
+    async def _poll_broker(self) -> None:
+        """Ask the broker for the order's state and apply whatever the events missed."""
+        self._reconcile_requested = False
+        broker_id = str(self._current.order_id)
+        state = await _call("get_broker_order", broker_id, BrokerOrderState, BROKER_QUERY)
+        await self._apply_state(state)
+
+    async def _apply_state(self, state: BrokerOrderState) -> None:
+        for execution in state.executions:
+            await self._handle(execution)
+        terminal = {
+            OrderStatus.CANCELED: BrokerEventType.CANCELED,
+            OrderStatus.EXPIRED: BrokerEventType.EXPIRED,
+            OrderStatus.REJECTED: BrokerEventType.REJECTED,
+        }.get(state.status)
+        if terminal is not None and not self._current.is_terminal:
+            await self._record(
+                state.status, reason=state.reason, code="BROKER_" + state.status.name
+            )
+        elif (
+            state.status in (OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED)
+            and self._current.status is OrderStatus.PENDING_CANCEL
+            and not self._cancel_requested
+        ):
+            await self._record(state.status)  # the broker refused the cancel
+
+    async def _expire(self, grace_seconds: int) -> None:
+        """The session closed: a DAY order still open at the broker is canceled there."""
+        await workflow.sleep(timedelta(seconds=grace_seconds))  # let the venue expire it
+        await self._drain_events()
+        if self._current.is_terminal:
+            return
+        state = await self._cancel_at_broker()
+        for execution in state.executions:
+            await self._handle(execution)
+        if not self._current.is_terminal:
+            if state.status in (OrderStatus.CANCELED, OrderStatus.EXPIRED):
+                await self._record(OrderStatus.EXPIRED, reason="expired at the session close")
+            else:
+                await self._apply_state(state)
+
+    # -- cancel (an update: the caller gets the resulting status) ----------------------------
+
+    @workflow.update(name="cancel")
+    async def cancel(self, request: CancelRequest) -> OrderSnapshot:
+        await workflow.wait_condition(lambda: self._decided)
+        if self._current.is_terminal:
+            return self._current
+        self._cancel_requested = True
+        self._cancel_reason = request.reason
+        if not self._submitted:
+            # The main loop cancels before submitting, or right after the submit returns.
+            await workflow.wait_condition(lambda: self._submitted or self._current.is_terminal)
+            if self._current.is_terminal:
+                return self._current
+        if self._current.status is not OrderStatus.PENDING_CANCEL:
+            await self._record(OrderStatus.PENDING_CANCEL)
+        state = await self._cancel_at_broker()
+        self._cancel_requested = False
+        await self._apply_state(state)
+        return self._current
+
+    @cancel.validator
+    def _validate_cancel(self, request: CancelRequest) -> None:
+        if self._order is not None and self._order.is_terminal:
+            raise ValueError(f"order is already {self._order.status.value}")
+        if not request.reason:
+            raise ValueError("a cancel needs a reason")
+
+    # -- queries and operator controls ------------------------------------------------------
+
+    @workflow.update(name="decision")
+    async def decision(self) -> OrderSnapshot:
+        """Wait until risk has accepted or refused the order; the API answers with this."""
+        await workflow.wait_condition(lambda: self._decided)
+        return self._current
+
+    @workflow.query(name="order")
+    def order(self) -> OrderSnapshot | None:
+        return self._order
+
+    @workflow.signal(name="reconcile")
+    def reconcile(self) -> None:
+        """Operator or reconciliation: re-read the broker's status now instead of waiting."""
+        self._reconcile_requested = True
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    @property
+    def _current(self) -> OrderSnapshot:
+        assert self._order is not None, "the order is read only after the decision"
+        return self._order
+
+    def _set_order(self, snapshot: OrderSnapshot) -> None:
+        previous = self._order.status if self._order is not None else None
+        self._order = _newer(self._order, snapshot)
+        if self._order.status is not previous:
+            workflow.upsert_search_attributes(
+                [
+                    ORDER_STATUS.value_set(self._order.status.value),
+                    SYMBOL.value_set(self._order.symbol),
+                    PORTFOLIO_ID.value_set(str(self._order.portfolio_id)),
+                ]
+            )
+
+    async def _record(
+        self,
+        status: OrderStatus,
+        broker_order_id: str | None = None,
+        reason: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        change = RecordStatusInput(
+            order_id=self._current.order_id,
+            status=status,
+            broker_order_id=broker_order_id,
+            reason=reason,
+            code=code,
+        )
+        snapshot = await _call("record_status", change, OrderSnapshot, STORE)
+        self._set_order(snapshot)
+
+    async def _cancel_at_broker(self) -> BrokerOrderState:
+        broker_id = str(self._current.order_id)  # our order id is the broker's client order id
+        return await _call("cancel_at_broker", broker_id, BrokerOrderState, BROKER_QUERY)
+
+    def _resume(self, state: ResumeState) -> None:
+        self._set_order(state.snapshot)
+        self._applied = set(state.applied_execution_ids)
+        self._events = list(state.pending_events)
+        self._decided = True
+        self._submitted = state.snapshot.broker_order_id is not None
+        self._cancel_requested = state.cancel_requested
+        self._idle_polls = state.idle_polls
+
+    def _should_continue_as_new(self, max_events: int) -> bool:
+        info = workflow.info()
+        return info.is_continue_as_new_suggested() or info.get_current_history_length() > max_events
+
+    async def _compensate(self, reason: str, rejected: bool = False) -> OrderSnapshot:
+        """Undo what can be undone: cancel at the broker (the order may have landed) and
+        close the order, which releases its reservation. What was filled stays filled."""
+        order = self._current
+        try:
+            state = await self._cancel_at_broker()
+            for execution in state.executions:
+                await self._handle(execution)
+        except ActivityError:
+            workflow.logger.warning("compensation: cancel at broker failed for %s", order.order_id)
+        if not self._current.is_terminal:
+            status = (
+                OrderStatus.REJECTED
+                if rejected and not self._current.filled_quantity
+                else (OrderStatus.CANCELED)
+            )
+            await self._record(status, reason=reason, code="COMPENSATED")
+        return self._current
+
+
+def _cause(err: BaseException) -> str:
+    cause: BaseException | None = err
+    while cause is not None and cause.__cause__ is not None:
+        cause = cause.__cause__
+    return str(cause or err)
+
+
+def _error_type(err: ActivityError) -> str | None:
+    cause: Any = err.cause
+    return cause.type if isinstance(cause, ApplicationError) else None
+
+
+__all__ = ["SEARCH_ATTRIBUTES", "OrderWorkflow"]
