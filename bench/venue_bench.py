@@ -1,6 +1,6 @@
 """Time one PaperVenue.match_once pass over 100 working orders (embedded PostgreSQL).
 
-    .venv/bin/python bench/venue_bench.py
+.venv/bin/python bench/venue_bench.py
 """
 
 import asyncio

@@ -12,6 +12,7 @@ from datetime import timedelta
 
 import asyncpg
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities.market_data import SimulatedFeed
@@ -21,8 +22,16 @@ from activities.outbox import OutboxRelay, temporal_deliver
 from activities.paper_venue import PaperVenue
 from activities.postgres import create_pool, resolve_database
 from activities.sessions import MarketSessions
+from activities.store import UnitOfWork
+from worker.adapters import (
+    build_broker,
+    build_market_data,
+    build_trade_stream,
+    validate_vendor_settings,
+)
 from worker.settings import Settings
 from worker.temporal import connect, register_search_attributes
+from workflows.contracts import workflow_id_for
 from workflows.order import OrderWorkflow
 
 log = logging.getLogger("trading.worker")
@@ -55,8 +64,9 @@ async def temporal_client(settings: Settings) -> Client:
 
 async def run_worker(settings: Settings, stop: asyncio.Event, pool: asyncpg.Pool) -> None:
     """Run until `stop` is set; then finish in-flight activity attempts and exit."""
+    validate_vendor_settings(settings)
     client = await temporal_client(settings)
-    feed = SimulatedFeed(seed=settings.feed_seed)
+    feed = build_market_data(settings, SimulatedFeed(seed=settings.feed_seed))
     sessions = MarketSessions(settings.market_session_mode)
     commission = settings.commission_model()
     venue = PaperVenue(
@@ -67,8 +77,16 @@ async def run_worker(settings: Settings, stop: asyncio.Event, pool: asyncpg.Pool
         latency_ms=settings.venue_latency_ms,
         slippage_bps=settings.venue_slippage_bps,
     )
-    activities = OrderActivities(pool, feed, venue, sessions, commission)
-    relay = OutboxRelay(pool, temporal_deliver(client))
+    broker = build_broker(settings, venue)
+    activities = OrderActivities(pool, feed, broker, sessions, commission)
+    deliver = temporal_deliver(client)
+    relay = OutboxRelay(pool, deliver)
+
+    async def reconcile_open_orders() -> None:
+        """After the broker's stream reconnects, every open order re-reads its status."""
+        await signal_open_orders(client, pool, "reconcile")
+
+    stream = build_trade_stream(settings, deliver, reconcile_open_orders)
     worker = Worker(
         client,
         task_queue=settings.task_queue,
@@ -82,11 +100,27 @@ async def run_worker(settings: Settings, stop: asyncio.Event, pool: asyncpg.Pool
         asyncio.create_task(venue.run(stop, tick_ms=settings.venue_tick_ms), name="venue"),
         asyncio.create_task(relay.run(stop, interval_ms=settings.relay_interval_ms), name="relay"),
     ]
+    if stream is not None:
+        background.append(asyncio.create_task(stream.run(stop), name="alpaca-stream"))
     log.info("worker on task queue %s at %s", settings.task_queue, settings.temporal_address)
     async with worker:
         await stop.wait()
         log.info("stopping: finishing in-flight activities")
     await asyncio.gather(*background, return_exceptions=True)
+
+
+async def signal_open_orders(client: Client, pool: asyncpg.Pool, signal_name: str) -> int:
+    """Send `signal_name` to the workflow of every open order; returns how many."""
+    async with UnitOfWork(pool) as uow:
+        orders = await uow.orders.active()
+    sent = 0
+    for order in orders:
+        try:
+            await client.get_workflow_handle(workflow_id_for(order.order_id)).signal(signal_name)
+            sent += 1
+        except RPCError as err:
+            log.warning("could not signal %s to order %s: %s", signal_name, order.order_id, err)
+    return sent
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:

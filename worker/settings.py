@@ -56,7 +56,14 @@ class Settings(BaseSettings):
     alpaca_api_key: str | None = None
     alpaca_secret_key: str | None = None
     alpaca_base_url: str = "https://paper-api.alpaca.markets"
+    alpaca_stream_url: str | None = None  # default: the base URL's wss://.../stream
+    alpaca_timeout_seconds: float = Field(default=10.0, gt=0)
+    alpaca_rate_limit_max_wait_seconds: float = Field(default=10.0, ge=0)
     polygon_api_key: str | None = None
+    polygon_base_url: str = "https://api.polygon.io"
+    polygon_stream_url: str = "wss://socket.polygon.io/stocks"
+    polygon_timeout_seconds: float = Field(default=10.0, gt=0)
+    polygon_cache_ttl_seconds: float = Field(default=1.0, ge=0)
 
     @field_validator("commission")
     @classmethod
@@ -66,8 +73,6 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _pairs_and_pool(self) -> Settings:
-        if bool(self.alpaca_api_key) != bool(self.alpaca_secret_key):
-            raise ValueError("set both ALPACA_API_KEY and ALPACA_SECRET_KEY, or neither")
         if self.db_pool_min > self.db_pool_max:
             raise ValueError("DB_POOL_MIN must not exceed DB_POOL_MAX")
         return self
