@@ -105,6 +105,7 @@ class OrderWorkflow:
         self._decided = False
         self._submitted = False
         self._cancel_requested = False
+        self._canceling = False
         self._cancel_reason = "canceled by client"
         self._reconcile_requested = False
         self._idle_polls = 0  # polls in a row that found nothing new
@@ -295,22 +296,41 @@ class OrderWorkflow:
 
     @workflow.update(name="cancel")
     async def cancel(self, request: CancelRequest) -> OrderSnapshot:
+        """Cancel and answer with the resulting status (the API's DELETE)."""
+        return await self._cancel(request)
+
+    @workflow.signal(name="cancel_request")
+    async def cancel_request(self, request: CancelRequest) -> None:
+        """Cancel without waiting for the answer (kill switch, operators). A terminal order
+        ignores it: a signal has no validator to refuse it with."""
+        if self._order is not None and self._order.is_terminal:
+            return
+        await self._cancel(request)
+
+    async def _cancel(self, request: CancelRequest) -> OrderSnapshot:
         await workflow.wait_condition(lambda: self._decided)
         if self._current.is_terminal:
             return self._current
-        self._cancel_requested = True
-        self._cancel_reason = request.reason
-        if not self._submitted:
-            # The main loop cancels before submitting, or right after the submit returns.
-            await workflow.wait_condition(lambda: self._submitted or self._current.is_terminal)
-            if self._current.is_terminal:
-                return self._current
-        if self._current.status is not OrderStatus.PENDING_CANCEL:
-            await self._record(OrderStatus.PENDING_CANCEL)
-        state = await self._cancel_at_broker()
-        self._cancel_requested = False
-        await self._apply_state(state)
-        return self._current
+        if self._canceling:  # a cancel is already on its way to the broker: share its answer
+            await workflow.wait_condition(lambda: not self._canceling)
+            return self._current
+        self._canceling = True
+        try:
+            self._cancel_requested = True
+            self._cancel_reason = request.reason
+            if not self._submitted:
+                # The main loop cancels before submitting, or right after the submit returns.
+                await workflow.wait_condition(lambda: self._submitted or self._current.is_terminal)
+                if self._current.is_terminal:
+                    return self._current
+            if self._current.status is not OrderStatus.PENDING_CANCEL:
+                await self._record(OrderStatus.PENDING_CANCEL)
+            state = await self._cancel_at_broker()
+            self._cancel_requested = False
+            await self._apply_state(state)
+            return self._current
+        finally:
+            self._canceling = False
 
     @cancel.validator
     def _validate_cancel(self, request: CancelRequest) -> None:

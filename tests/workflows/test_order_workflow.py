@@ -313,3 +313,18 @@ async def test_a_long_lived_order_continues_as_new_and_still_fills(temporal_env,
         done = await stack.wait_for(decided.order_id, terminal(OrderStatus.FILLED))
         assert done.filled_quantity == D("2") and done.average_fill_price == D("139.95")
         assert (await stack.portfolio_now()).reservations == {}
+
+
+async def test_a_cancel_signal_cancels_without_waiting_and_twice_is_harmless(
+    temporal_env, db_pool
+):
+    async with running_stack(temporal_env, db_pool) as stack:
+        stack.feed.set_quote("DIA", "430.00", "430.05")
+        decided = await stack.place("DIA", "1", order_type="limit", limit="400.00")
+        await stack.wait_for(decided.order_id, terminal(OrderStatus.SUBMITTED))
+        handle = stack.handle(decided.order_id)
+        await handle.signal(OrderWorkflow.cancel_request, CancelRequest(reason="halt"))
+        await handle.signal(OrderWorkflow.cancel_request, CancelRequest(reason="halt"))
+        result = await stack.result(decided.order_id)
+        assert result.status is OrderStatus.CANCELED
+        assert (await stack.portfolio_now()).reservations == {}
