@@ -79,6 +79,8 @@ Hook = Callable[[], Awaitable[None]]
 _FILL_PAGE_SIZE = 100  # Alpaca's maximum for account activities
 _FILL_MAX_PAGES = 50
 _FILL_CACHE_SIZE = 1024
+_OPEN_ORDERS_PAGE_SIZE = 500  # Alpaca's maximum for GET /v2/orders
+_OPEN_ORDERS_MAX_PAGES = 20
 _DUPLICATE = "client_order_id must be unique"
 
 
@@ -661,6 +663,42 @@ class AlpacaBroker:
                 quantity = -quantity
             result[symbol] = quantity
         return result
+
+    async def open_orders(self) -> list[BrokerOrderState]:
+        """Every open order of the account, oldest first, without executions (ask
+        `get_order` for those); the broker's side of reconciliation. Read-only.
+
+        Alpaca lists at most 500 orders a page; the next page starts after the newest
+        creation time seen (orders created in the very same instant as a page's last one
+        could be missed: reconciliation then reports them the next day).
+        """
+        params: dict[str, str | int] = {
+            "status": "open",
+            "direction": "asc",
+            "limit": _OPEN_ORDERS_PAGE_SIZE,
+        }
+        result: list[BrokerOrderState] = []
+        for _ in range(_OPEN_ORDERS_MAX_PAGES):
+            try:
+                page = await self._call(self._client.get, "/orders", params)
+            except APIError as err:
+                raise self._failure(err, "open orders") from err
+            if not isinstance(page, list):
+                raise AlpacaDataError(f"Alpaca's open orders are not a list: {page!r:.200}")
+            orders = [AlpacaOrder.parse(item) for item in page]
+            result.extend(
+                BrokerOrderState(
+                    client_order_id=order.client_order_id,
+                    broker_order_id=order.id,
+                    status=order.our_status,
+                    filled_quantity=order.filled_quantity,
+                )
+                for order in orders
+            )
+            if len(orders) < _OPEN_ORDERS_PAGE_SIZE:
+                return result
+            params["after"] = orders[-1].created_at.astimezone(UTC).isoformat()
+        raise AlpacaError(f"more than {len(result)} open orders at Alpaca; cannot list them all")
 
     async def _account(self) -> Mapping[str, Any]:
         try:

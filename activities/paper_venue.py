@@ -459,6 +459,40 @@ class PaperVenue:
                 assert order is not None
             return await self._state(conn, order)
 
+    async def positions(self) -> dict[str, Decimal]:
+        """The venue's net position per symbol over every execution, signed (negative when
+        short), flat symbols left out; the broker's side of reconciliation. Read-only."""
+        rows = await self.pool.fetch(
+            """
+            SELECT o.symbol,
+                   sum(CASE o.side WHEN 'buy' THEN e.quantity ELSE -e.quantity END) AS quantity
+            FROM venue_executions e JOIN venue_orders o USING (client_order_id)
+            GROUP BY o.symbol
+            """
+        )
+        return {row["symbol"]: row["quantity"] for row in rows if row["quantity"] != 0}
+
+    async def open_orders(self) -> list[BrokerOrderState]:
+        """Every working order (new or partially filled), without its executions (ask
+        `get_order` for those); the broker's side of reconciliation. Read-only."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"""
+                SELECT {_ORDER_COLUMNS} FROM venue_orders o WHERE o.status = ANY($1::text[])
+                ORDER BY o.created_at, o.client_order_id
+                """,
+                list(WORKING),
+            )
+        return [
+            BrokerOrderState(
+                client_order_id=order.client_order_id,
+                broker_order_id=order.broker_order_id,
+                status=_STATUS[order.status],
+                filled_quantity=order.filled_quantity,
+            )
+            for order in map(VenueOrder.from_row, rows)
+        ]
+
     # -- matching ---------------------------------------------------------------------------
 
     async def match_once(self) -> int:

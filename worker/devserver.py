@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -39,6 +40,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the process that started us dies, even by
+    SIGKILL, so a killed `trading up` leaves no server holding its ports (Linux only)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class DevServer:
     """`temporal server start-dev` on 127.0.0.1: state in `db_file` (None: in memory), the
     Web UI on `ui_port` (None: headless), our search attributes registered at start."""
@@ -66,6 +75,10 @@ class DevServer:
         return f"127.0.0.1:{self.port}"
 
     @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    @property
     def ui_url(self) -> str | None:
         return None if self.ui_port is None else f"http://127.0.0.1:{self.ui_port}"
 
@@ -86,14 +99,16 @@ class DevServer:
         return args
 
     async def start(self, timeout: float = 60.0) -> str:
-        if self.db_file is not None:
-            self.db_file.parent.mkdir(parents=True, exist_ok=True)
+        for path in (self.db_file, self.log_file):
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
         output = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         self._process = subprocess.Popen(
             self.command(),
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C in a terminal reaches us, we stop it in order
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while True:

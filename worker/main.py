@@ -9,6 +9,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import cast
 
 import asyncpg
 from temporalio.client import Client
@@ -17,6 +18,7 @@ from temporalio.worker import Worker
 
 from activities.market_data import SimulatedFeed
 from activities.migrations import migrate_up
+from activities.operations import OperationsActivities, ReconcilableBroker
 from activities.orders import OrderActivities
 from activities.outbox import OutboxRelay, temporal_deliver
 from activities.paper_venue import PaperVenue
@@ -29,9 +31,11 @@ from worker.adapters import (
     build_trade_stream,
     validate_vendor_settings,
 )
+from worker.schedules import ensure_schedules
 from worker.settings import Settings
 from worker.temporal import connect, register_search_attributes
 from workflows.contracts import workflow_id_for
+from workflows.operations import WORKFLOWS as OPERATIONS_WORKFLOWS
 from workflows.order import OrderWorkflow
 
 log = logging.getLogger("trading.worker")
@@ -79,6 +83,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event, pool: asyncpg.Pool
     )
     broker = build_broker(settings, venue)
     activities = OrderActivities(pool, feed, broker, sessions, commission)
+    operations = OperationsActivities(pool, cast(ReconcilableBroker, broker), feed, sessions)
     deliver = temporal_deliver(client)
     relay = OutboxRelay(pool, deliver)
 
@@ -90,8 +95,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event, pool: asyncpg.Pool
     worker = Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[OrderWorkflow],
-        activities=activities.all(),
+        workflows=[OrderWorkflow, *OPERATIONS_WORKFLOWS],
+        activities=[*activities.all(), *operations.all()],
         max_concurrent_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
         graceful_shutdown_timeout=timedelta(seconds=10),
@@ -102,6 +107,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event, pool: asyncpg.Pool
     ]
     if stream is not None:
         background.append(asyncio.create_task(stream.run(stop), name="alpaca-stream"))
+    created = await ensure_schedules(client, settings)
+    log.info("schedules in place: %s", ", ".join(created))
     log.info("worker on task queue %s at %s", settings.task_queue, settings.temporal_address)
     async with worker:
         await stop.wait()

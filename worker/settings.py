@@ -32,6 +32,13 @@ class Settings(BaseSettings):
     max_concurrent_activities: int = Field(default=100, ge=1)
     max_concurrent_workflow_tasks: int = Field(default=100, ge=1)
 
+    temporal_ui_port: int = Field(default=8233, ge=1, le=65535)  # `trading up` only
+    temporal_ui_url: str | None = None  # links in operator output; default: the local UI
+
+    # HTTP API
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+
     # PostgreSQL: unset means the embedded server under data_dir
     database_url: str | None = None
     db_pool_min: int = Field(default=2, ge=1)
@@ -39,7 +46,11 @@ class Settings(BaseSettings):
 
     # Order workflow
     order_poll_interval_seconds: int = Field(default=60, ge=1)
+    order_max_poll_interval_seconds: int = Field(default=900, ge=1)
     order_max_history_events: int = Field(default=2000, ge=100)
+
+    # Schedules: intraday portfolio snapshots every N minutes (N divides 60)
+    snapshot_interval_minutes: int = Field(default=15, ge=1, le=60)
 
     # Market session: the real NYSE calendar, or always open (fills at any hour)
     market_session_mode: Literal["calendar", "always_open"] = "always_open"
@@ -93,5 +104,6 @@ class Settings(BaseSettings):
     def workflow_options(self) -> OrderWorkflowOptions:
         return OrderWorkflowOptions(
             poll_interval_seconds=self.order_poll_interval_seconds,
+            max_poll_interval_seconds=self.order_max_poll_interval_seconds,
             max_history_events=self.order_max_history_events,
         )
