@@ -1,0 +1,39 @@
+"""Composition root of the HTTP API: routers, error handlers and middleware on ApiDeps."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from api import DESCRIPTION
+from api.deps import ApiDeps
+from api.errors import COMMON_ERRORS, install_error_handlers
+from api.metrics import Metrics
+from api.middleware import RequestContextMiddleware
+from api.openapi import install_openapi
+from api.ratelimit import RateLimiter
+from api.routes import health, market_data, orders, portfolio
+from api.security import Authenticator, SignatureMiddleware
+
+
+def create_app(deps: ApiDeps) -> FastAPI:
+    settings = deps.settings
+    app = FastAPI(title="trading API", version="1.0", description=DESCRIPTION)
+    app.state.deps = deps
+    app.state.metrics = metrics = Metrics()
+    app.state.limiter = RateLimiter(settings.rate_limits())
+    for group in (orders, portfolio, market_data):
+        app.include_router(group.router, responses=COMMON_ERRORS)
+    app.include_router(health.router)
+    install_openapi(app)
+    install_error_handlers(app, deps.clock)
+    authenticator = Authenticator(
+        deps.pool, deps.master_key, settings.api_clock_skew_seconds, deps.clock, metrics
+    )
+    app.add_middleware(
+        SignatureMiddleware,
+        authenticator=authenticator,
+        max_body_bytes=settings.api_max_body_bytes,
+        clock=deps.clock,
+    )
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, clock=deps.clock)  # outermost
+    return app

@@ -1,0 +1,92 @@
+"""/health (the process answers), /ready (its dependencies answer) and /metrics; unsigned."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from decimal import Decimal
+
+from fastapi import APIRouter, Response
+
+from api.deps import Deps, MetricsDep
+from api.errors import ApiError, error_responses
+from api.schemas import ComponentStatus, Health, Readiness
+from domain.errors import ErrorCode
+
+log = logging.getLogger("trading.api.health")
+
+router = APIRouter(tags=["service"])
+
+CHECK_TIMEOUT_SECONDS = 2
+
+
+@router.get("/health", response_model=Health, summary="Liveness: the process answers")
+async def health() -> Health:
+    return Health(status="ok")
+
+
+@router.get(
+    "/ready",
+    response_model=Readiness,
+    summary="Readiness: database, Temporal, broker and market data reachable",
+    responses=error_responses(503),
+)
+async def ready(deps: Deps) -> Readiness:
+    async def database() -> bool:
+        return bool(await deps.pool.fetchval("SELECT 1"))
+
+    async def temporal() -> bool:
+        timeout = timedelta(seconds=CHECK_TIMEOUT_SECONDS)
+        return await deps.temporal.service_client.check_health(timeout=timeout)
+
+    checks: dict[str, Callable[[], Awaitable[bool]]] = {
+        "database": database,
+        "temporal": temporal,
+        "broker": deps.broker_ready,
+        "market_data": deps.market_data.ready,
+    }
+    results = await asyncio.gather(*(_check(name, check) for name, check in checks.items()))
+    components = dict(zip(checks, results, strict=True))
+    if all(component.status == "up" for component in components.values()):
+        return Readiness(status="ready", components=components)
+    down = sorted(name for name, component in components.items() if component.status == "down")
+    raise ApiError(
+        503,
+        ErrorCode.INTERNAL_ERROR,
+        f"not ready: {', '.join(down)} unavailable",
+        {"components": {name: c.model_dump(mode="json") for name, c in components.items()}},
+    )
+
+
+async def _check(name: str, check: Callable[[], Awaitable[bool]]) -> ComponentStatus:
+    began = time.perf_counter()
+    error = None
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
+            up = await check()
+        if not up:
+            error = "not ready"
+    except TimeoutError:
+        error = f"no answer within {CHECK_TIMEOUT_SECONDS} s"
+    except Exception as err:
+        # Only the type: a vendor's message may carry a URL with its API key.
+        error = type(err).__name__
+    elapsed = Decimal(int((time.perf_counter() - began) * 1_000_000)) / 1000
+    if error is not None:
+        log.warning("readiness: %s is down (%s)", name, error)
+    return ComponentStatus(
+        status="up" if error is None else "down", latency_ms=elapsed, error=error
+    )
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+)
+async def metrics(registry: MetricsDep) -> Response:
+    return Response(registry.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,340 @@
+"""/api/v1/orders: place (one order workflow per order), read, list and cancel orders."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Annotated, Any, cast
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Response
+from temporalio.client import (
+    WithStartWorkflowOperation,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from api import queries
+from api.deps import CurrentKey, Deps, MetricsDep, rate_limited
+from api.errors import ApiError, error_responses, invalid, not_found
+from api.routes import API_V1
+from api.schemas import SYMBOL_REGEX, OrderCreate, OrderPage, OrderPlaced, OrderPublic
+from domain.errors import ErrorCode
+from domain.errors import ValidationError as DomainValidationError
+from domain.market import SymbolNotFoundError
+from domain.orders import OrderStatus
+from workflows.contracts import (
+    CancelRequest,
+    OrderRequest,
+    OrderSnapshot,
+    OrderWorkflowInput,
+    order_id_for,
+    workflow_id_for,
+)
+from workflows.order import OrderWorkflow
+
+log = logging.getLogger("trading.api.orders")
+
+router = APIRouter(prefix=f"{API_V1}/orders", tags=["orders"])
+
+STATUS_GROUPS = {
+    "open": [status for status in OrderStatus if status.is_open],
+    "closed": [status for status in OrderStatus if status.is_terminal],
+}
+
+
+def order_public(order: OrderSnapshot) -> OrderPublic:
+    return OrderPublic(
+        order_id=order.order_id,
+        id=order.order_id,
+        client_order_id=order.client_order_id,
+        symbol=order.symbol,
+        side=order.side,
+        order_type=order.order_type,
+        time_in_force=order.time_in_force,
+        quantity=order.quantity,
+        limit_price=order.limit_price,
+        stop_price=order.stop_price,
+        status=order.status,
+        filled_quantity=order.filled_quantity,
+        remaining_quantity=order.quantity - order.filled_quantity,
+        average_fill_price=order.average_fill_price,
+        commission=order.commission,
+        broker_order_id=order.broker_order_id,
+        reject_code=order.reject_code,
+        reject_reason=order.reject_reason,
+        created_at=order.created_at,
+        updated_at=order.updated_at,
+        submitted_at=order.submitted_at,
+        filled_at=order.filled_at,
+        closed_at=order.closed_at,
+        expires_at=order.expires_at,
+    )
+
+
+def placed(order: OrderSnapshot, message: str) -> OrderPlaced:
+    return OrderPlaced(**order_public(order).model_dump(), message=message)
+
+
+def refusal(order: OrderSnapshot) -> ApiError:
+    """A risk refusal as the envelope: the order's reject code is the envelope's code."""
+    code = ErrorCode.__members__.get(order.reject_code or "", ErrorCode.VALIDATION_ERROR)
+    details = {
+        "order_id": str(order.order_id),
+        "client_order_id": order.client_order_id,
+        "reject_code": order.reject_code,
+    }
+    return ApiError(422, code, order.reject_reason or "order refused", details)
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=OrderPlaced,
+    summary="Place an order",
+    description="Starts the order's workflow and answers once risk has accepted (201) or "
+    "refused it (422 with the reason code). Never waits for a fill. A client_order_id "
+    "this portfolio already used answers 200 with that order, never a second one.",
+    responses={
+        200: {"model": OrderPlaced, "description": "An order with this client_order_id exists"},
+        **error_responses(409),
+    },
+    dependencies=[Depends(rate_limited("place_order"))],
+)
+async def place_order(
+    body: OrderCreate, deps: Deps, key: CurrentKey, metrics: MetricsDep, response: Response
+) -> OrderPlaced:
+    client_order_id = body.client_order_id or str(uuid.uuid4())
+    existing = await queries.find_by_client_order_id(deps.pool, key.portfolio_id, client_order_id)
+    if existing is not None:
+        response.status_code = 200
+        return placed(existing, "an order with this client_order_id already exists")
+    await _check_symbol(deps, body.symbol, metrics)
+    assert body.order_type is not None  # set by OrderCreate's validator
+    order_id = order_id_for(key.portfolio_id, client_order_id)
+    request = OrderRequest(
+        order_id=order_id,
+        portfolio_id=key.portfolio_id,
+        client_order_id=client_order_id,
+        symbol=body.symbol,
+        side=body.side,
+        quantity=body.quantity,
+        order_type=body.order_type,
+        time_in_force=body.time_in_force,
+        limit_price=body.limit_price,
+        stop_price=body.stop_price,
+    )
+    start = WithStartWorkflowOperation(
+        OrderWorkflow.run,
+        OrderWorkflowInput(request=request, options=deps.settings.workflow_options()),
+        id=workflow_id_for(order_id),
+        task_queue=deps.settings.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+    )
+    pending = {"order_id": str(order_id), "client_order_id": client_order_id}
+    try:
+        async with asyncio.timeout(deps.settings.api_decision_timeout_seconds):
+            # cast: the SDK types an async update's result as its coroutine
+            decided = cast(
+                OrderSnapshot,
+                await deps.temporal.execute_update_with_start_workflow(
+                    OrderWorkflow.decision, start_workflow_operation=start
+                ),
+            )
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        _forget(start)
+        raise _not_yet("risk has not decided yet", pending) from None
+    except (WorkflowAlreadyStartedError, WorkflowUpdateFailedError, RPCError) as err:
+        _forget(start)
+        # The time-skipping test server reports the refused start as a bare ALREADY_EXISTS.
+        closed = isinstance(err, WorkflowAlreadyStartedError) or (
+            isinstance(err, RPCError) and err.status is RPCStatusCode.ALREADY_EXISTS
+        )
+        if not closed:
+            log.warning("order %s: no decision: %s", order_id, type(err).__name__)
+            raise _not_yet("the order could not be decided", pending) from None
+        # The workflow ran and closed: the store has the order unless it failed before risk.
+        existing = await queries.find_by_client_order_id(
+            deps.pool, key.portfolio_id, client_order_id
+        )
+        if existing is None:
+            raise ApiError(
+                409,
+                ErrorCode.CONFLICT,
+                "an earlier attempt with this client_order_id ended before risk decided; "
+                "place the order with a new client_order_id",
+                pending,
+            ) from None
+        response.status_code = 200
+        return placed(existing, "an order with this client_order_id already exists")
+    if decided.status is OrderStatus.REJECTED:
+        metrics.orders_rejected.labels(decided.reject_code or "UNKNOWN").inc()
+        raise refusal(decided)
+    metrics.orders_placed.inc()
+    log.info("order %s accepted (%s); reason: %r", order_id, decided.status.value, body.reason)
+    return placed(decided, "order accepted")
+
+
+async def _check_symbol(deps: Deps, symbol: str, metrics: MetricsDep) -> None:
+    """Refuse an unknown symbol before any workflow exists (and so before any order row)."""
+    try:
+        await deps.market_data.get_quote(symbol)
+    except SymbolNotFoundError:
+        metrics.orders_rejected.labels(ErrorCode.SYMBOL_NOT_FOUND.value).inc()
+        reason = f"unknown symbol {symbol}"
+        raise ApiError(
+            422, ErrorCode.SYMBOL_NOT_FOUND, reason, {"field": "symbol", "reason": reason}
+        ) from None
+    except DomainValidationError as err:
+        raise invalid("symbol", err.rule) from None
+    except Exception as err:
+        log.warning("market data unavailable for %s: %s", symbol, type(err).__name__)
+        raise ApiError(
+            503,
+            ErrorCode.INTERNAL_ERROR,
+            "market data is unavailable; retry later",
+            headers={"Retry-After": "1"},
+        ) from None
+
+
+def _forget(start: WithStartWorkflowOperation[Any, Any]) -> None:
+    """Read the start's outcome nobody asked for: the SDK keeps a failed start on the
+    operation for workflow_handle(), and asyncio logs an unread one as an error."""
+    pending = asyncio.ensure_future(start.workflow_handle())
+    pending.add_done_callback(lambda task: task.cancelled() or task.exception())
+
+
+def _not_yet(message: str, details: dict[str, str]) -> ApiError:
+    return ApiError(
+        503,
+        ErrorCode.INTERNAL_ERROR,
+        f"{message}; retry with the same client_order_id to get the order",
+        details,
+        headers={"Retry-After": "1"},
+    )
+
+
+@router.get(
+    "",
+    response_model=OrderPage,
+    summary="List orders, newest first",
+    dependencies=[Depends(rate_limited("get_positions"))],
+)
+async def list_orders(
+    deps: Deps,
+    key: CurrentKey,
+    status: Annotated[
+        list[Annotated[str, Query(max_length=200)]] | None,
+        Query(
+            description="Statuses to include: repeat the parameter or separate with commas. "
+            "`open` and `closed` stand for every open / terminal status.",
+            examples=["open"],
+        ),
+    ] = None,
+    symbol: Annotated[str | None, Query(pattern=SYMBOL_REGEX)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="`next_cursor` of the previous page")
+    ] = None,
+) -> OrderPage:
+    statuses = _statuses(status or [])
+    after = None
+    if cursor is not None:
+        try:
+            after = queries.Cursor.decode(cursor)
+        except ValueError as err:
+            raise invalid("cursor", str(err)) from None
+    orders, next_cursor = await queries.list_orders(
+        deps.pool, key.portfolio_id, statuses=statuses, symbol=symbol, limit=limit, after=after
+    )
+    return OrderPage(
+        orders=[order_public(order) for order in orders],
+        next_cursor=next_cursor.encode() if next_cursor else None,
+    )
+
+
+def _statuses(values: list[str]) -> list[OrderStatus]:
+    chosen: list[OrderStatus] = []
+    for value in (part.strip() for text in values for part in text.split(",")):
+        if value in STATUS_GROUPS:
+            chosen += STATUS_GROUPS[value]
+        elif value in OrderStatus._value2member_map_:
+            chosen.append(OrderStatus(value))
+        else:
+            allowed = ", ".join([*STATUS_GROUPS, *(s.value for s in OrderStatus)])
+            raise invalid("status", f"unknown status {value[:40]!r}; use one of {allowed}")
+    return chosen
+
+
+@router.get(
+    "/{order_id}",
+    response_model=OrderPublic,
+    summary="Get one order",
+    responses=error_responses(404),
+    dependencies=[Depends(rate_limited("get_positions"))],
+)
+async def get_order(order_id: UUID, deps: Deps, key: CurrentKey) -> OrderPublic:
+    order = await queries.find_order(deps.pool, key.portfolio_id, order_id)
+    if order is None:
+        raise not_found(f"order {order_id}")
+    return order_public(order)
+
+
+@router.delete(
+    "/{order_id}",
+    response_model=OrderPublic,
+    summary="Cancel an order",
+    description="Cancels through the order's workflow and answers with the resulting status "
+    "(`canceled`, or `pending_cancel` while the broker has not confirmed). 409 when the "
+    "order is already terminal.",
+    responses=error_responses(404, 409),
+    dependencies=[Depends(rate_limited("cancel_order"))],
+)
+async def cancel_order(order_id: UUID, deps: Deps, key: CurrentKey) -> OrderPublic:
+    order = await queries.find_order(deps.pool, key.portfolio_id, order_id)
+    if order is None:
+        raise not_found(f"order {order_id}")
+    if order.is_terminal:
+        raise _already(order)
+    handle = deps.temporal.get_workflow_handle(workflow_id_for(order.order_id))
+    try:
+        async with asyncio.timeout(deps.settings.api_decision_timeout_seconds):
+            result = cast(
+                OrderSnapshot,
+                await handle.execute_update(
+                    OrderWorkflow.cancel, CancelRequest(reason="canceled by client")
+                ),
+            )
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        raise ApiError(
+            503,
+            ErrorCode.INTERNAL_ERROR,
+            "the cancel is on its way but the broker has not answered yet; "
+            "GET the order for its status",
+            {"order_id": str(order_id)},
+            headers={"Retry-After": "1"},
+        ) from None
+    except (WorkflowUpdateFailedError, RPCError) as err:
+        # The validator refuses a terminal order; a closed workflow is a terminal order too.
+        now = await queries.find_order(deps.pool, key.portfolio_id, order_id)
+        if now is not None and now.is_terminal:
+            raise _already(now) from None
+        log.warning("cancel of %s failed: %s", order_id, type(err).__name__)
+        raise ApiError(
+            503, ErrorCode.INTERNAL_ERROR, "the cancel could not be delivered; retry"
+        ) from None
+    return order_public(result)
+
+
+def _already(order: OrderSnapshot) -> ApiError:
+    return ApiError(
+        409,
+        ErrorCode.CONFLICT,
+        f"order is already {order.status.value}",
+        {"order_id": str(order.order_id), "status": order.status.value},
+    )

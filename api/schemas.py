@@ -1,0 +1,412 @@
+"""Request and response bodies of the API, named by role (OrderCreate, OrderPublic, ...).
+
+Amounts, prices and quantities travel as decimal strings ("150.50"), never as JSON numbers:
+a JSON number with a fraction is a binary float on most clients. The request types accept
+an integer too, and refuse fractional JSON numbers with a field-level reason. Only pydantic
+is imported here, so the Python client can parse answers with these same models.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    model_validator,
+)
+
+from domain.errors import ErrorCode, ValidationError
+from domain.market import Timeframe
+from domain.orders import OrderSide, OrderStatus, OrderType, TimeInForce, validate_order_price
+from domain.portfolio import TradingState
+from domain.values import Quantity
+
+DECIMAL_TEXT = re.compile(r"^-?[0-9]{1,20}(\.[0-9]{1,20})?$")
+# Far above any real order; keeps every amount derived from it inside the store's columns.
+MAX_ORDER_QUANTITY = Decimal("1000000000")
+SYMBOL_REGEX = r"^[A-Z][A-Z0-9.]{0,9}$"
+CLIENT_ORDER_ID_REGEX = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+
+
+def _decimal_input(value: Any) -> Decimal:
+    """A decimal string or an integer; floats and exponents are refused, not rounded."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise ValueError('must be a decimal string such as "150.50" (or an integer), not a float')
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, Decimal):
+        return value
+    if not isinstance(value, str) or not DECIMAL_TEXT.match(value):
+        raise ValueError('must be a decimal string such as "150.50"')
+    return Decimal(value)
+
+
+def _order_quantity(value: Decimal) -> Decimal:
+    quantity = Quantity(value).value  # positive, at most 6 decimal places
+    if quantity > MAX_ORDER_QUANTITY:
+        raise ValueError(f"quantity must be at most {MAX_ORDER_QUANTITY}")
+    return quantity
+
+
+def _plain(value: Decimal) -> str:
+    return f"{abs(value) if value == 0 else value:f}"  # "-0.00" (a rounded loss) reads "0.00"
+
+
+_DECIMAL_SCHEMA = {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?$", "examples": ["150.50"]}
+
+# A decimal in a response: always fixed-point text, never "1E+2".
+DecimalStr = Annotated[
+    Decimal, PlainSerializer(_plain, return_type=str), WithJsonSchema(_DECIMAL_SCHEMA)
+]
+QuantityIn = Annotated[
+    Decimal,
+    BeforeValidator(_decimal_input),
+    AfterValidator(_order_quantity),
+    WithJsonSchema(
+        {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$", "examples": ["100", "0.5"]}
+    ),
+]
+
+
+def _limit_price(value: Decimal) -> Decimal:
+    return validate_order_price(value, "limit_price")
+
+
+def _stop_price(value: Decimal) -> Decimal:
+    return validate_order_price(value, "stop_price")
+
+
+_PRICE_SCHEMA = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$", "examples": ["150.50"]}
+LimitPriceIn = Annotated[
+    Decimal,
+    BeforeValidator(_decimal_input),
+    AfterValidator(_limit_price),
+    WithJsonSchema(_PRICE_SCHEMA),
+]
+StopPriceIn = Annotated[
+    Decimal,
+    BeforeValidator(_decimal_input),
+    AfterValidator(_stop_price),
+    WithJsonSchema(_PRICE_SCHEMA),
+]
+Symbol = Annotated[str, Field(pattern=SYMBOL_REGEX, examples=["AAPL"])]
+
+
+# -- orders ------------------------------------------------------------------------------------
+
+
+class OrderCreate(BaseModel):
+    """A new order. `order_type` defaults from the prices given: limit_price -> limit,
+    stop_price -> stop, both -> stop_limit, neither -> market."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "symbol": "AAPL",
+                    "quantity": "100",
+                    "side": "buy",
+                    "order_type": "limit",
+                    "limit_price": "150.50",
+                    "time_in_force": "day",
+                    "client_order_id": "breakout-2024-01-15-001",
+                    "reason": "breakout_strategy",
+                }
+            ]
+        },
+    )
+
+    symbol: Symbol
+    quantity: QuantityIn
+    side: OrderSide
+    order_type: OrderType | None = None
+    limit_price: LimitPriceIn | None = None
+    stop_price: StopPriceIn | None = None
+    time_in_force: TimeInForce = TimeInForce.DAY
+    client_order_id: Annotated[str, Field(pattern=CLIENT_ORDER_ID_REGEX)] | None = Field(
+        default=None,
+        description="Idempotency key: the same value from the same portfolio always names "
+        "the same order. Generated when absent.",
+    )
+    reason: Annotated[str, Field(max_length=200)] | None = Field(
+        default=None, description="Free text for the client's records (logged, not stored)."
+    )
+
+    @model_validator(mode="after")
+    def _prices_match_type(self) -> OrderCreate:
+        if self.order_type is None:
+            self.order_type = {
+                (False, False): OrderType.MARKET,
+                (True, False): OrderType.LIMIT,
+                (False, True): OrderType.STOP,
+                (True, True): OrderType.STOP_LIMIT,
+            }[(self.limit_price is not None, self.stop_price is not None)]
+        needs_limit = self.order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT)
+        needs_stop = self.order_type in (OrderType.STOP, OrderType.STOP_LIMIT)
+        kind = self.order_type.value
+        # The domain's error names the field, so the envelope can point at it.
+        if needs_limit and self.limit_price is None:
+            raise ValidationError("limit_price", f"a {kind} order needs a limit_price")
+        if needs_stop and self.stop_price is None:
+            raise ValidationError("stop_price", f"a {kind} order needs a stop_price")
+        if not needs_limit and self.limit_price is not None:
+            raise ValidationError("limit_price", f"a {kind} order takes no limit_price")
+        if not needs_stop and self.stop_price is not None:
+            raise ValidationError("stop_price", f"a {kind} order takes no stop_price")
+        return self
+
+
+class OrderPublic(BaseModel):
+    """An order as the store holds it. `id` repeats `order_id` (the seed's GET example)."""
+
+    order_id: UUID
+    id: UUID
+    client_order_id: str
+    symbol: str
+    side: OrderSide
+    order_type: OrderType
+    time_in_force: TimeInForce
+    quantity: DecimalStr
+    limit_price: DecimalStr | None
+    stop_price: DecimalStr | None
+    status: OrderStatus
+    filled_quantity: DecimalStr
+    remaining_quantity: DecimalStr
+    average_fill_price: DecimalStr | None
+    commission: DecimalStr
+    broker_order_id: str | None
+    reject_code: str | None
+    reject_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    submitted_at: datetime | None
+    filled_at: datetime | None
+    closed_at: datetime | None
+    expires_at: datetime | None
+
+
+class OrderPlaced(OrderPublic):
+    """The answer to POST /orders: the order once risk accepted it, and a message."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "order_id": "550e8400-e29b-41d4-a716-446655440000",
+                    "id": "550e8400-e29b-41d4-a716-446655440000",
+                    "client_order_id": "breakout-2024-01-15-001",
+                    "symbol": "AAPL",
+                    "side": "buy",
+                    "order_type": "limit",
+                    "time_in_force": "day",
+                    "quantity": "100",
+                    "limit_price": "150.50",
+                    "stop_price": None,
+                    "status": "accepted",
+                    "filled_quantity": "0",
+                    "remaining_quantity": "100",
+                    "average_fill_price": None,
+                    "commission": "0",
+                    "broker_order_id": None,
+                    "reject_code": None,
+                    "reject_reason": None,
+                    "created_at": "2024-01-15T14:29:45Z",
+                    "updated_at": "2024-01-15T14:29:45Z",
+                    "submitted_at": None,
+                    "filled_at": None,
+                    "closed_at": None,
+                    "expires_at": "2024-01-15T21:00:00Z",
+                    "message": "order accepted",
+                }
+            ]
+        }
+    )
+
+    message: str
+
+
+class OrderPage(BaseModel):
+    """A page of orders, newest first; pass `next_cursor` as `cursor` for the next page."""
+
+    orders: list[OrderPublic]
+    next_cursor: str | None
+
+
+# -- portfolio ---------------------------------------------------------------------------------
+
+
+class PortfolioPublic(BaseModel):
+    """The portfolio marked at current quotes (the mid); money rounded to the cent."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "6f1c1a4e-3b5d-4f7e-9a51-0c2b7d8e9f10",
+                    "name": "Main Trading Portfolio",
+                    "currency": "USD",
+                    "trading_state": "active",
+                    "initial_capital": "95185.20",
+                    "cash_balance": "85450.75",
+                    "reserved": "0.00",
+                    "buying_power": "85450.75",
+                    "positions_value": "13314.68",
+                    "total_value": "98765.43",
+                    "unrealized_pnl": "1234.56",
+                    "realized_pnl": "2345.67",
+                    "total_pnl": "3580.23",
+                    "return_percentage": "3.76",
+                    "day_pnl": "120.40",
+                    "commissions_paid": "45.00",
+                    "open_positions": 3,
+                    "total_trades": 45,
+                    "win_rate": "66.67",
+                    "as_of": "2024-01-15T14:32:45Z",
+                }
+            ]
+        }
+    )
+
+    id: UUID
+    name: str
+    currency: str
+    trading_state: TradingState
+    initial_capital: DecimalStr
+    cash_balance: DecimalStr
+    reserved: DecimalStr
+    buying_power: DecimalStr
+    positions_value: DecimalStr
+    total_value: DecimalStr
+    unrealized_pnl: DecimalStr
+    realized_pnl: DecimalStr
+    total_pnl: DecimalStr
+    return_percentage: DecimalStr
+    day_pnl: DecimalStr
+    commissions_paid: DecimalStr
+    open_positions: int
+    total_trades: int
+    win_rate: DecimalStr | None = Field(description="Percent of closing trades with a gain")
+    as_of: datetime
+
+
+class PositionPublic(BaseModel):
+    id: UUID
+    symbol: str
+    side: Literal["long", "short"]
+    quantity: DecimalStr
+    average_entry_price: DecimalStr
+    cost_basis: DecimalStr
+    current_market_price: DecimalStr | None
+    position_value: DecimalStr | None
+    unrealized_pnl: DecimalStr | None
+    realized_pnl: DecimalStr
+    commission_paid: DecimalStr
+    opened_at: datetime | None
+    updated_at: datetime | None
+
+
+class PositionList(BaseModel):
+    positions: list[PositionPublic]
+
+
+# -- market data -------------------------------------------------------------------------------
+
+
+class QuotePublic(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "symbol": "AAPL",
+                    "bid_price": "152.25",
+                    "ask_price": "152.30",
+                    "bid_size": "100",
+                    "ask_size": "200",
+                    "last_price": "152.28",
+                    "timestamp": "2024-01-15T14:32:45.123Z",
+                }
+            ]
+        }
+    )
+
+    symbol: str
+    bid_price: DecimalStr
+    ask_price: DecimalStr
+    bid_size: DecimalStr
+    ask_size: DecimalStr
+    last_price: DecimalStr
+    timestamp: datetime
+
+
+class BarPublic(BaseModel):
+    timestamp: datetime
+    open: DecimalStr
+    high: DecimalStr
+    low: DecimalStr
+    close: DecimalStr
+    volume: DecimalStr
+
+
+class BarList(BaseModel):
+    symbol: str
+    timeframe: Timeframe
+    bars: list[BarPublic]
+
+
+# -- service -----------------------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class ComponentStatus(BaseModel):
+    status: Literal["up", "down"]
+    latency_ms: DecimalStr
+    error: str | None = None
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    components: dict[str, ComponentStatus]
+
+
+class ErrorBody(BaseModel):
+    code: ErrorCode
+    message: str
+    details: dict[str, Any]
+    timestamp: str = Field(examples=["2026-01-15T14:32:45Z"])
+    request_id: str
+
+
+class ErrorEnvelope(BaseModel):
+    """Every 4xx/5xx answer."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "error": {
+                        "code": "VALIDATION_ERROR",
+                        "message": "invalid quantity: must be positive",
+                        "details": {"field": "quantity", "reason": "must be positive"},
+                        "timestamp": "2024-01-15T14:32:45Z",
+                        "request_id": "req-123abc",
+                    }
+                }
+            ]
+        }
+    )
+
+    error: ErrorBody

@@ -1,0 +1,211 @@
+"""Authentication of /api/v1 requests: body size limit, HMAC signature, replay guard.
+
+Done in an ASGI middleware rather than a route dependency because it must see the raw body
+before FastAPI parses it: a request is authenticated before anything about its content is
+answered (a malformed JSON body from an unknown caller gets 401, not a parser's 422).
+
+Replays: a captured request re-sent inside the clock-skew window carries a valid signature.
+For non-idempotent methods (POST) the digest of every accepted signature is inserted into
+PostgreSQL (`api_request_signatures`, primary key on the digest) before the handler runs,
+so a replay fails on any API process sharing the database. Idempotent methods (GET, HEAD,
+DELETE, ...) are not recorded: a replay of one does nothing its original did not already
+do (a canceled order stays canceled), and two identical requests in the same second (a
+client polling an order, a cancel typed twice) must not refuse each other. The Python
+client gives every order a fresh client_order_id, so two intended orders never share a
+signature; a retry of the same POST must come a second later, with a new timestamp.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import asyncpg
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from activities import api_keys
+from api import signing
+from api.deps import Principal
+from api.errors import ApiError, error_response
+from api.metrics import Metrics
+from domain.errors import ErrorCode
+
+log = logging.getLogger("trading.api.security")
+
+SIGNED_PREFIX = "/api/v1"
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
+SIGNATURE = re.compile(r"^[0-9a-fA-F]{64}$")
+REJECTED = "invalid API key or signature"  # one message: do not say which part was wrong
+
+
+class Authenticator:
+    """Checks one signed request and names its caller, or raises a 401 ApiError."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        master_key: bytes,
+        skew_seconds: int,
+        clock: Callable[[], datetime],
+        metrics: Metrics,
+    ) -> None:
+        self.pool = pool
+        self._master_key = master_key
+        self.skew = skew_seconds
+        self.clock = clock
+        self.metrics = metrics
+        self._next_purge = 0.0
+
+    def _refuse(self, reason: str, message: str, **details: object) -> ApiError:
+        self.metrics.auth_failures.labels(reason).inc()
+        return ApiError(401, ErrorCode.AUTHENTICATION_ERROR, message, details)
+
+    async def authenticate(
+        self, method: str, target: bytes, body: bytes, headers: Headers
+    ) -> Principal:
+        key_id = headers.get(signing.API_KEY_HEADER)
+        timestamp = headers.get(signing.TIMESTAMP_HEADER)
+        signature = headers.get(signing.SIGNATURE_HEADER)
+        missing = [
+            name
+            for name, value in (
+                (signing.API_KEY_HEADER, key_id),
+                (signing.TIMESTAMP_HEADER, timestamp),
+                (signing.SIGNATURE_HEADER, signature),
+            )
+            if not value
+        ]
+        if missing or key_id is None or timestamp is None or signature is None:
+            raise self._refuse(
+                "missing", f"missing {', '.join(missing)}: sign the request", missing=missing
+            )
+        if not TIMESTAMP.match(timestamp):
+            raise self._refuse("malformed", "X-Timestamp must be unix seconds (an integer)")
+        if not SIGNATURE.match(signature):
+            raise self._refuse("malformed", "X-Signature must be 64 hexadecimal digits")
+        now = self.clock()
+        drift = int(timestamp) - int(now.timestamp())
+        if abs(drift) > self.skew:
+            when = "in the future" if drift > 0 else "old"
+            raise self._refuse(
+                "stale",
+                f"X-Timestamp is {abs(drift)} s {when}; the allowed clock skew is {self.skew} s",
+                server_time=int(now.timestamp()),
+            )
+        key = await api_keys.lookup_key(self.pool, key_id)
+        if key is None or key.revoked:
+            log.info("refused key %r: %s", key_id[:64], "revoked" if key else "unknown")
+            raise self._refuse("unknown_key", REJECTED)
+        if not api_keys.matches(key, self._master_key):
+            log.warning("key %s does not match the master key (was it rotated?)", key.key_id)
+            raise self._refuse("master_key_mismatch", REJECTED)
+        secret = api_keys.derive_secret(self._master_key, key.key_id)
+        if not signing.verify(secret, method, target, body, timestamp, signature):
+            raise self._refuse("bad_signature", REJECTED)
+        if method not in IDEMPOTENT_METHODS:
+            expires_at = datetime.fromtimestamp(int(timestamp), now.tzinfo) + timedelta(
+                seconds=self.skew
+            )
+            fresh = await api_keys.remember_signature(
+                self.pool, key.key_id, signature.lower(), expires_at
+            )
+            if not fresh:
+                raise self._refuse("replay", "replayed request: this signature was already used")
+            await self._purge(now)
+        return Principal(key.key_id, key.portfolio_id)
+
+    async def _purge(self, now: datetime) -> None:
+        """Forget expired signatures, at most once per skew window per process. The margin
+        of one more window covers API processes whose clocks differ a little."""
+        if time.monotonic() < self._next_purge:
+            return
+        self._next_purge = time.monotonic() + self.skew
+        try:
+            await api_keys.purge_signatures(self.pool, now - timedelta(seconds=self.skew))
+        except (asyncpg.PostgresError, OSError):
+            log.warning("purging old request signatures failed; retrying later", exc_info=True)
+
+
+class SignatureMiddleware:
+    """Buffers the body (refusing more than `max_body_bytes` with 413), then authenticates
+    every /api/v1 request and hands the principal to the routes in `scope["state"]`."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        authenticator: Authenticator,
+        max_body_bytes: int,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.app = app
+        self.authenticator = authenticator
+        self.max_body_bytes = max_body_bytes
+        self.clock = clock
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            body = await self._read_body(scope, receive)
+            path: str = scope["path"]
+            if path == SIGNED_PREFIX or path.startswith(SIGNED_PREFIX + "/"):
+                target = scope.get("raw_path") or path.encode("utf-8")
+                if scope.get("query_string"):
+                    target += b"?" + scope["query_string"]
+                principal = await self.authenticator.authenticate(
+                    scope["method"], target, body, Headers(scope=scope)
+                )
+                scope.setdefault("state", {})["principal"] = principal
+        except ApiError as error:
+            await error_response(scope, error, self.clock())(scope, receive, send)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise self._too_large()
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise self._too_large()
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    def _too_large(self) -> ApiError:
+        limit = self.max_body_bytes
+        reason = f"the request body is larger than {limit} bytes"
+        return ApiError(
+            413,
+            ErrorCode.VALIDATION_ERROR,
+            reason,
+            {"field": "body", "reason": reason, "max_bytes": limit},
+        )
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that yields the buffered body once, then defers to the server's."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
