@@ -8,19 +8,17 @@ import logging
 import sys
 from collections.abc import Sequence
 
-NOT_YET = {
-    "up": "the one-command stack (issue 6)",
-    "api": "the signed HTTP API (issue 5)",
-}
+
+def _up(args: argparse.Namespace) -> int:
+    from worker.stack import main
+
+    return main()
 
 
-def _not_yet_available(args: argparse.Namespace) -> int:
-    print(
-        f"trading {args.command}: not yet available: {NOT_YET[args.command]} has not landed. "
-        "See README.md for what works today (`trading worker`, `trading migrate`).",
-        file=sys.stderr,
-    )
-    return 2
+def _api(args: argparse.Namespace) -> int:
+    from api.server import main
+
+    return main()
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -62,10 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trading", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, what in NOT_YET.items():
-        sub = commands.add_parser(name, help=f"run {what}")
-        sub.set_defaults(handler=_not_yet_available)
-
+    up = commands.add_parser(
+        "up", help="run the whole stack in the foreground (Temporal, PostgreSQL, worker, API)"
+    )
+    up.set_defaults(handler=_up)
+    api = commands.add_parser("api", help="run the signed HTTP API")
+    api.set_defaults(handler=_api)
     worker = commands.add_parser(
         "worker", help="run the Temporal worker, the paper venue and the outbox relay"
     )
@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("--steps", type=int, default=1, help="how many to revert (default 1)")
     actions.add_parser("status", help="list migrations and whether they are applied")
     migrate.set_defaults(handler=_migrate)
+
+    from api import commands as client_commands
+    from worker import operator
+
+    client_commands.register(commands)
+    operator.register(commands)
     return parser
 
 

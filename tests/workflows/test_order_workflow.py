@@ -315,9 +315,7 @@ async def test_a_long_lived_order_continues_as_new_and_still_fills(temporal_env,
         assert (await stack.portfolio_now()).reservations == {}
 
 
-async def test_a_cancel_signal_cancels_without_waiting_and_twice_is_harmless(
-    temporal_env, db_pool
-):
+async def test_a_cancel_signal_cancels_without_waiting_and_twice_is_harmless(temporal_env, db_pool):
     async with running_stack(temporal_env, db_pool) as stack:
         stack.feed.set_quote("DIA", "430.00", "430.05")
         decided = await stack.place("DIA", "1", order_type="limit", limit="400.00")
