@@ -11,7 +11,7 @@ from api.metrics import Metrics
 from api.middleware import RequestContextMiddleware
 from api.openapi import install_openapi
 from api.ratelimit import RateLimiter
-from api.routes import health, market_data, orders, portfolio
+from api.routes import health, market_data, operations, orders, portfolio
 from api.security import Authenticator, SignatureMiddleware
 
 
@@ -21,8 +21,14 @@ def create_app(deps: ApiDeps) -> FastAPI:
     app.state.deps = deps
     app.state.metrics = metrics = Metrics()
     app.state.limiter = RateLimiter(settings.rate_limits())
-    for group in (orders, portfolio, market_data):
-        app.include_router(group.router, responses=COMMON_ERRORS)
+    for router in (
+        orders.router,
+        operations.snapshots,  # before /portfolio's routes: a more specific path
+        operations.trading_state,
+        portfolio.router,
+        market_data.router,
+    ):
+        app.include_router(router, responses=COMMON_ERRORS)
     app.include_router(health.router)
     install_openapi(app)
     install_error_handlers(app, deps.clock)

@@ -25,6 +25,7 @@ from temporalio.worker import Worker
 
 from activities import ledger
 from activities.market_data import ScriptedFeed
+from activities.operations import OperationsActivities
 from activities.orders import Broker, OrderActivities
 from activities.outbox import OutboxRelay, temporal_deliver
 from activities.paper_venue import PaperVenue
@@ -42,6 +43,7 @@ from workflows.contracts import (
     order_id_for,
     workflow_id_for,
 )
+from workflows.operations import WORKFLOWS as OPERATIONS_WORKFLOWS
 from workflows.order import OrderWorkflow
 
 Deliver = Callable[[str, BrokerEvent], Awaitable[None]]
@@ -193,11 +195,12 @@ async def running_stack(
         portfolio=portfolio,
         options=options or OrderWorkflowOptions(poll_interval_seconds=30),
     )
+    operations = OperationsActivities(pool, venue, feed, sessions)
     async with Worker(
         env.client,
         task_queue=task_queue,
-        workflows=[OrderWorkflow],
-        activities=activities.all(),
+        workflows=[OrderWorkflow, *OPERATIONS_WORKFLOWS],
+        activities=[*activities.all(), *operations.all()],
     ):
         tasks = [
             asyncio.create_task(venue.run(stop, tick_ms=venue_tick_ms)),
