@@ -1,0 +1,133 @@
+"""`trading up` from cold start to a ready API, and the memory of the whole stack idle and
+under 50 concurrent orders.
+
+    .venv/bin/python bench/stack_bench.py [--orders 50]
+
+Runs `trading up` in a temporary DATA_DIR on free ports (the wheels are already installed,
+so this is the time a returning user waits), then sums the proportional memory (PSS) of every
+process of the stack: `trading up`, worker, API, the Temporal dev server and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from api.client import AsyncTradingClient
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def pss_kib(pid: int) -> int:
+    """Proportional set size: shared pages (PostgreSQL's shared buffers, libraries) are
+    divided among the processes sharing them, so the sum is the stack's real footprint."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
+
+
+def stack_pids(data: Path) -> list[int]:
+    pids = [p for p in json.loads((data / "stack.json").read_text()).values() if p]
+    postmaster = int((data / "pgdata" / "postmaster.pid").read_text().split()[0])
+    children = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(postmaster)], capture_output=True, text=True
+    ).stdout.split()
+    return [*pids, postmaster, *map(int, children)]
+
+
+def stack_mib(data: Path) -> float:
+    return sum(pss_kib(pid) for pid in stack_pids(data)) / 1024
+
+
+async def main(orders: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "state"
+        api_port = free_port()
+        env = {
+            **os.environ,
+            "DATA_DIR": str(data),
+            "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
+            "TEMPORAL_UI_PORT": str(free_port()),
+            "API_PORT": str(api_port),
+            "API_RATE_LIMITS": json.dumps(
+                {
+                    k: {"max_requests": 10000, "window_seconds": 1}
+                    for k in ("place_order", "get_positions")
+                }
+            ),
+        }
+        env.pop("DATABASE_URL", None)
+        began = time.perf_counter()
+        up = subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", "up"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"http://127.0.0.1:{api_port}"
+        try:
+            async with httpx.AsyncClient() as http:
+                while True:
+                    try:
+                        if (await http.get(f"{url}/ready")).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    assert up.poll() is None, "trading up exited"
+                    await asyncio.sleep(0.1)
+            ready = time.perf_counter() - began
+            print(f"make up -> ready API: {ready:.1f} s (wheels installed, fresh data dir)")
+            await asyncio.sleep(10)
+            print(f"memory idle:          {stack_mib(data):7.0f} MiB PSS")
+            client = AsyncTradingClient.from_credentials(data / "credentials.json")
+            peak = 0.0
+
+            async def sample() -> None:
+                nonlocal peak
+                while True:
+                    peak = max(peak, stack_mib(data))
+                    await asyncio.sleep(0.2)
+
+            sampler = asyncio.create_task(sample())
+            placed = await asyncio.gather(
+                *(client.place_order("AAPL", "1", "buy") for _ in range(orders))
+            )
+            while True:
+                states = [(await client.get_order(p.order_id)).status for p in placed]
+                if all(s == "filled" for s in states):
+                    break
+                await asyncio.sleep(0.5)
+            sampler.cancel()
+            print(f"memory under {orders} concurrent orders: {peak:7.0f} MiB PSS (peak)")
+            await client.aclose()
+        finally:
+            up.send_signal(signal.SIGINT)
+            up.wait(timeout=60)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--orders", type=int, default=50)
+    asyncio.run(main(parser.parse_args().orders))
