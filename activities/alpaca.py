@@ -59,6 +59,7 @@ from temporalio import activity
 from websockets.asyncio.client import ClientConnection, connect
 
 from activities.orders import BrokerOrderNotFoundError, BrokerRejectedError
+from activities.outbox import Deliver
 from domain.orders import OrderStatus, OrderType
 from workflows.contracts import (
     BrokerEvent,
@@ -73,7 +74,6 @@ log = logging.getLogger(__name__)
 PAPER_URL = "https://paper-api.alpaca.markets"
 LIVE_URL = "https://api.alpaca.markets"
 
-Deliver = Callable[[str, BrokerEvent], Awaitable[None]]
 Hook = Callable[[], Awaitable[None]]
 
 _FILL_PAGE_SIZE = 100  # Alpaca's maximum for account activities

@@ -313,61 +313,44 @@ class PortfolioRepository:
 # -- orders --------------------------------------------------------------------------------
 
 
+def _common_fields(row: asyncpg.Record) -> dict[str, object]:
+    """The columns an Order and an OrderSnapshot read the same way."""
+    return {
+        "portfolio_id": row["portfolio_id"],
+        "client_order_id": row["client_order_id"],
+        "symbol": row["symbol"],
+        "side": OrderSide(row["side"]),
+        "order_type": OrderType(row["order_type"]),
+        "time_in_force": TimeInForce(row["time_in_force"]),
+        "quantity": row["quantity"],
+        "limit_price": row["limit_price"],
+        "stop_price": row["stop_price"],
+        "status": OrderStatus(row["status"]),
+        "filled_quantity": row["filled_quantity"],
+        "filled_notional": row["filled_notional"],
+        "commission": row["commission"],
+        "broker_order_id": row["broker_order_id"],
+        "reject_code": row["reject_code"],
+        "reject_reason": row["reject_reason"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "submitted_at": row["submitted_at"],
+        "filled_at": row["filled_at"],
+        "closed_at": row["closed_at"],
+    }
+
+
 def order_from_row(row: asyncpg.Record, execution_ids: Sequence[str] = ()) -> Order:
-    return Order(
-        id=row["id"],
-        portfolio_id=row["portfolio_id"],
-        client_order_id=row["client_order_id"],
-        symbol=row["symbol"],
-        side=OrderSide(row["side"]),
-        order_type=OrderType(row["order_type"]),
-        time_in_force=TimeInForce(row["time_in_force"]),
-        quantity=row["quantity"],
-        limit_price=row["limit_price"],
-        stop_price=row["stop_price"],
-        status=OrderStatus(row["status"]),
-        filled_quantity=row["filled_quantity"],
-        filled_notional=row["filled_notional"],
-        commission=row["commission"],
-        broker_order_id=row["broker_order_id"],
-        reject_code=row["reject_code"],
-        reject_reason=row["reject_reason"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        submitted_at=row["submitted_at"],
-        filled_at=row["filled_at"],
-        closed_at=row["closed_at"],
-        execution_ids=set(execution_ids),
-    )
+    return Order(id=row["id"], execution_ids=set(execution_ids), **_common_fields(row))  # type: ignore[arg-type]
 
 
 def snapshot_from_row(row: asyncpg.Record) -> OrderSnapshot:
     return OrderSnapshot(
         order_id=row["id"],
-        portfolio_id=row["portfolio_id"],
-        client_order_id=row["client_order_id"],
-        symbol=row["symbol"],
-        side=OrderSide(row["side"]),
-        order_type=OrderType(row["order_type"]),
-        time_in_force=TimeInForce(row["time_in_force"]),
-        quantity=row["quantity"],
-        status=OrderStatus(row["status"]),
-        filled_quantity=row["filled_quantity"],
-        filled_notional=row["filled_notional"],
         average_fill_price=row["average_fill_price"],
-        commission=row["commission"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
         version=row["version"],
-        limit_price=row["limit_price"],
-        stop_price=row["stop_price"],
-        broker_order_id=row["broker_order_id"],
-        reject_code=row["reject_code"],
-        reject_reason=row["reject_reason"],
-        submitted_at=row["submitted_at"],
-        filled_at=row["filled_at"],
-        closed_at=row["closed_at"],
         expires_at=row["expires_at"],
+        **_common_fields(row),  # type: ignore[arg-type]
     )
 
 

@@ -14,13 +14,13 @@ from activities.alpaca import (
     LIVE_URL,
     AlpacaBroker,
     AlpacaTradeStream,
-    Deliver,
     Hook,
     normalize_base_url,
     stream_url_for,
 )
 from activities.market_data import MarketDataSource
 from activities.orders import Broker
+from activities.outbox import Deliver
 from activities.polygon import PolygonMarketData
 from worker.settings import Settings
 

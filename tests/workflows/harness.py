@@ -9,7 +9,7 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -27,7 +27,7 @@ from activities import ledger
 from activities.market_data import ScriptedFeed
 from activities.operations import OperationsActivities
 from activities.orders import Broker, OrderActivities
-from activities.outbox import OutboxRelay, temporal_deliver
+from activities.outbox import Deliver, OutboxRelay, temporal_deliver
 from activities.paper_venue import PaperVenue
 from activities.sessions import MarketSessions
 from activities.store import UnitOfWork
@@ -35,7 +35,6 @@ from domain.commissions import PerShare
 from domain.orders import OrderSide, OrderStatus, OrderType, TimeInForce
 from domain.portfolio import Portfolio, RiskLimits
 from workflows.contracts import (
-    BrokerEvent,
     OrderRequest,
     OrderSnapshot,
     OrderWorkflowInput,
@@ -45,8 +44,6 @@ from workflows.contracts import (
 )
 from workflows.operations import WORKFLOWS as OPERATIONS_WORKFLOWS
 from workflows.order import OrderWorkflow
-
-Deliver = Callable[[str, BrokerEvent], Awaitable[None]]
 
 LIMITS = RiskLimits(
     max_position_size=Decimal("1000000"),
