@@ -326,3 +326,25 @@ async def test_a_cancel_signal_cancels_without_waiting_and_twice_is_harmless(tem
         result = await stack.result(decided.order_id)
         assert result.status is OrderStatus.CANCELED
         assert (await stack.portfolio_now()).reservations == {}
+
+
+async def test_an_ioc_order_fills_what_is_displayed_and_cancels_the_rest(temporal_env, db_pool):
+    async with running_stack(temporal_env, db_pool) as stack:
+        stack.feed.set_quote("AMD", "160.00", "160.02", ask_size=30)
+        decided = await stack.place("AMD", "100", tif="ioc")
+        result = await stack.result(decided.order_id)
+        assert result.status is OrderStatus.CANCELED
+        assert result.filled_quantity == D("30")
+        portfolio = await stack.portfolio_now()
+        assert portfolio.positions["AMD"].quantity == D("30")
+        assert portfolio.reservations == {} and portfolio.ledger_imbalance() == 0
+
+
+async def test_a_fok_order_that_cannot_fill_entirely_fills_nothing(temporal_env, db_pool):
+    async with running_stack(temporal_env, db_pool) as stack:
+        stack.feed.set_quote("AMD", "160.00", "160.02", ask_size=30)
+        decided = await stack.place("AMD", "100", tif="fok")
+        result = await stack.result(decided.order_id)
+        assert (result.status, result.filled_quantity) == (OrderStatus.CANCELED, D("0"))
+        portfolio = await stack.portfolio_now()
+        assert "AMD" not in portfolio.positions and portfolio.reservations == {}
