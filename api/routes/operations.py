@@ -8,11 +8,14 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
+from temporalio.client import WorkflowUpdateFailedError
 
 from activities.operations import list_snapshots, set_trading_state
 from api.deps import CurrentKey, Deps, rate_limited
+from api.errors import ApiError
 from api.routes import API_V1
 from api.schemas import DecimalStr
+from domain.errors import ErrorCode
 from domain.portfolio import TradingState
 from workflows.operations import SnapshotKind
 
@@ -44,7 +47,13 @@ class SnapshotList(BaseModel):
 
 class TradingStateUpdate(BaseModel):
     state: TradingState = Field(examples=["halted"])
-    reason: str = Field(min_length=1, max_length=200, examples=["risk desk: news pending"])
+    # Printable text only: the reason is shown to operators and kept in workflow history.
+    reason: str = Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$",
+        examples=["risk desk: news pending"],
+    )
 
 
 class TradingStatePublic(BaseModel):
@@ -97,14 +106,18 @@ async def put_trading_state(
     """`halted` refuses new orders and cancels every open one (durably, in the portfolio's
     TradingStateWorkflow); `reducing` admits only orders that shrink a position; `active`
     trades normally. Answers once the state is stored."""
-    change = await set_trading_state(
-        deps.temporal,
-        deps.pool,
-        key.portfolio_id,
-        body.state,
-        body.reason,
-        task_queue=deps.settings.task_queue,
-    )
+    try:
+        change = await set_trading_state(
+            deps.temporal,
+            deps.pool,
+            key.portfolio_id,
+            body.state,
+            body.reason,
+            task_queue=deps.settings.task_queue,
+        )
+    except WorkflowUpdateFailedError as err:
+        # The workflow's validator refused the change: the request, not the server, is wrong.
+        raise ApiError(409, ErrorCode.CONFLICT, f"trading state not changed: {err.cause}") from err
     return TradingStatePublic(
         portfolio_id=change.portfolio_id,
         previous=change.previous,

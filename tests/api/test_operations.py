@@ -82,3 +82,12 @@ async def test_an_unknown_trading_state_is_a_validation_error_that_changes_nothi
     )
     assert_envelope(response, 422, "VALIDATION_ERROR")
     assert (await api.stack.portfolio_now()).trading_state.value == "active"
+
+
+@pytest.mark.parametrize("reason", ["", "   ", "\u001c", "halt\nnow"])
+async def test_a_blank_or_control_character_reason_is_refused(api: Api, reason: str):
+    response = await api.caller.request(
+        "PUT", "/api/v1/portfolio/trading-state", json={"state": "halted", "reason": reason}
+    )
+    assert_envelope(response, 422, "VALIDATION_ERROR")
+    assert (await api.stack.portfolio_now()).trading_state.value == "active"
