@@ -6,7 +6,6 @@ the completion was recorded); each docstring says why running it twice is harmle
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol
@@ -30,8 +29,6 @@ from workflows.contracts import (
     RecordStatusInput,
     SubmitResult,
 )
-
-log = logging.getLogger(__name__)
 
 
 class MarketData(Protocol):
