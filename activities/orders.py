@@ -16,6 +16,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities import ledger
 from activities.ledger import MarketContext
+from activities.sessions import MarketSessions
 from domain.commissions import CommissionModel
 from domain.errors import DomainError, ValidationError
 from domain.market import Quote, SymbolNotFoundError
@@ -33,11 +34,6 @@ from workflows.contracts import (
 
 class MarketData(Protocol):
     async def get_quote(self, symbol: str) -> Quote: ...
-
-
-class Sessions(Protocol):
-    def is_open(self, at: datetime) -> bool: ...
-    def next_close(self, at: datetime) -> datetime: ...
 
 
 class Broker(Protocol):
@@ -68,7 +64,7 @@ class OrderActivities:
         pool: asyncpg.Pool,
         market_data: MarketData,
         broker: Broker,
-        sessions: Sessions,
+        sessions: MarketSessions,
         commission_model: CommissionModel,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:

@@ -65,9 +65,9 @@ from activities.orders import (
     BrokerOrderNotFoundError,
     BrokerRejectedError,
     MarketData,
-    Sessions,
 )
 from activities.outbox import CHANNEL, enqueue, payload
+from activities.sessions import MarketSessions
 from domain.commissions import CommissionModel
 from domain.errors import DomainError
 from domain.market import Quote, SymbolNotFoundError
@@ -332,7 +332,7 @@ class PaperVenue:
         self,
         pool: asyncpg.Pool,
         market_data: MarketData,
-        sessions: Sessions,
+        sessions: MarketSessions,
         commission_model: CommissionModel,
         latency_ms: int = 50,
         slippage_bps: Decimal = Decimal("5"),
