@@ -52,7 +52,7 @@ import json
 import logging
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_DOWN, ROUND_HALF_EVEN, ROUND_HALF_UP, Context, Decimal, localcontext
 from typing import TypeAlias
@@ -354,6 +354,10 @@ class PaperVenue:
         self.clock = clock
         self.quote_refresh = quote_refresh
         self._lock_conn: PoolConnectionProxy[asyncpg.Record] | None = None
+        # Displayed size already taken from each (symbol, side, quote bucket) by our orders,
+        # so two orders cannot both take one quote's size. Kept by the matching leader in
+        # memory: a failover forgets at most the current bucket's consumption.
+        self._taken: dict[tuple[str, OrderSide, datetime], Decimal] = {}
 
     # -- the broker interface ---------------------------------------------------------------
 
@@ -521,20 +525,47 @@ class PaperVenue:
             candidates = [VenueOrder.from_row(row) for row in rows]
             quotes = await self._quotes({o.symbol for o in candidates}) if market_open else {}
             events = 0
+            self._forget_old_buckets(now)
             for candidate in candidates:
-                quote = quotes.get(candidate.symbol)
+                quote = self._what_is_left(quotes.get(candidate.symbol), candidate.side)
                 # A read without the lock first: most resting orders do not change on a pass,
                 # and they then cost no transaction at all.
                 if not self._decide(candidate, quote, now, market_open).changes(candidate):
                     continue
                 try:
-                    events += await self._match_order(
+                    written, taken = await self._match_order(
                         conn, candidate.client_order_id, quote, now, market_open
                     )
                 except (DomainError, asyncpg.IntegrityConstraintViolationError, asyncpg.DataError):
                     # One order the rules or the schema refuse must not stop the venue.
                     log.exception("matching venue order %s failed", candidate.client_order_id)
+                    continue
+                events += written
+                if taken and quote is not None:
+                    key = self._bucket_key(quote, candidate.side)
+                    self._taken[key] = self._taken.get(key, Decimal(0)) + taken
             return events
+
+    def _bucket_key(self, quote: Quote, side: OrderSide) -> tuple[str, OrderSide, datetime]:
+        return quote.symbol, side, quote_bucket(quote.timestamp, self.quote_refresh)
+
+    def _what_is_left(self, quote: Quote | None, side: OrderSide) -> Quote | None:
+        """The quote with the displayed size our earlier orders took from it removed."""
+        if quote is None:
+            return None
+        taken = self._taken.get(self._bucket_key(quote, side), Decimal(0))
+        if not taken:
+            return quote
+        if side is OrderSide.BUY:
+            return replace(quote, ask_size=max(Decimal(0), quote.ask_size - taken))
+        return replace(quote, bid_size=max(Decimal(0), quote.bid_size - taken))
+
+    def _forget_old_buckets(self, now: datetime) -> None:
+        # Quotes older than this are not matched against any more (a feed refreshes far
+        # sooner), so what they had left no longer matters.
+        horizon = now - max(100 * self.quote_refresh, timedelta(minutes=10))
+        for key in [key for key in self._taken if key[2] < horizon]:
+            del self._taken[key]
 
     def _decide(
         self, order: VenueOrder, quote: Quote | None, now: datetime, market_open: bool
@@ -557,10 +588,10 @@ class PaperVenue:
         quote: Quote | None,
         now: datetime,
         market_open: bool,
-    ) -> int:
+    ) -> tuple[int, Decimal]:
         """Re-read one order under its lock and apply its match: the execution, the order's
         new state and the events, in one statement (a pass over many fills is bound by round
-        trips); the number of events written."""
+        trips); the number of events written and the quantity filled."""
         async with conn.transaction():
             row = await conn.fetchrow(
                 f"""
@@ -572,11 +603,11 @@ class PaperVenue:
                 list(WORKING),
             )
             if row is None:  # being canceled right now, or no longer working
-                return 0
+                return 0, Decimal(0)
             order = VenueOrder.from_row(row)
             match = self._decide(order, quote, now, market_open)
             if not match.changes(order):
-                return 0
+                return 0, Decimal(0)
             filled = order.filled_quantity
             notional = order.filled_notional
             status = order.status
@@ -631,7 +662,7 @@ class PaperVenue:
                 [json.dumps(fields) for _, fields in events],
                 CHANNEL,
             )
-            return len(events)
+            return len(events), match.quantity
 
     # -- the matching loop ------------------------------------------------------------------
 

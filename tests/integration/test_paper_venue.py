@@ -185,6 +185,22 @@ async def test_slippage_is_rounded_to_the_nearest_tick_ties_against_the_taker(
     assert fill.price == expected
 
 
+async def test_two_orders_share_one_quotes_displayed_size_instead_of_both_taking_it(v: Venue):
+    v.quote("49.95", "50.00", ask_size=40)
+    first = await v.submit(quantity="30")
+    second = await v.submit(quantity="30")
+
+    assert await v.match() == 2
+    filled = [(await v.venue.get_order(o)).filled_quantity for o in (first, second)]
+    assert sorted(filled) == [Decimal("10"), Decimal("30")]  # the second took what was left
+
+    assert await v.match() == 0  # the quote is spent for everyone
+    v.quote("50.05", "50.10", ask_size=40)
+    assert await v.match() == 1
+    for o in (first, second):
+        assert (await v.venue.get_order(o)).status is OrderStatus.FILLED
+
+
 async def test_order_larger_than_displayed_size_fills_across_quote_updates_never_twice_on_one(
     v: Venue,
 ):

@@ -63,8 +63,10 @@ async def test_resting_limit_order_fills_after_the_price_moves_through_it(tempor
     async with running_stack(temporal_env, db_pool) as stack:
         stack.feed.set_quote("NVDA", "120.00", "120.05")
         decided = await stack.place("NVDA", "5", order_type="limit", limit="119.50")
-        await asyncio.sleep(0.2)
-        assert (await stack.order(decided.order_id)).status is OrderStatus.SUBMITTED
+        await stack.wait_for(decided.order_id, terminal(OrderStatus.SUBMITTED))
+        await asyncio.sleep(0.2)  # matching passes over an unmarketable limit: nothing fills
+        resting = await stack.order(decided.order_id)
+        assert (resting.status, resting.filled_quantity) == (OrderStatus.SUBMITTED, D("0"))
         stack.feed.set_quote("NVDA", "119.40", "119.45")
         done = await stack.wait_for(decided.order_id, terminal(OrderStatus.FILLED))
         assert done.average_fill_price == D("119.45")  # at the ask: better than the limit
