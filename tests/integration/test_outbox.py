@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import cast
@@ -55,17 +56,20 @@ class Recorder:
         return [(wf, event.event.value) for wf, event in self.delivered]
 
 
-def request(quantity: str = "500", **fields: object) -> OrderRequest:
+def request(quantity: str = "500", symbol: str = "AAPL", **fields: object) -> OrderRequest:
     return OrderRequest(
         order_id=uuid4(),
         portfolio_id=uuid4(),
         client_order_id="c1",
-        symbol="AAPL",
+        symbol=symbol,
         side=OrderSide.BUY,
         quantity=Decimal(quantity),
         order_type=OrderType.MARKET,
         **fields,  # type: ignore[arg-type]
     )
+
+
+SYMBOLS = itertools.count(1)
 
 
 @pytest.fixture
@@ -86,8 +90,12 @@ def venue(db_pool: asyncpg.Pool, feed: ScriptedFeed, clock: Clock) -> PaperVenue
 
 
 async def fill_partially(venue: PaperVenue, feed: ScriptedFeed, clock: Clock) -> str:
-    """An order of 500 against 300 displayed: events new, partial_fill; returns its id."""
-    order = request()
+    """An order of 500 against 300 displayed: events new, partial_fill; returns its id.
+    Each order trades its own symbol: one quote's displayed size is shared by all orders,
+    and a fresh quote for an earlier order's symbol would fill it further."""
+    symbol = f"SYM{next(SYMBOLS)}"
+    feed.set_quote(symbol, "199.90", "200.00", ask_size=300)
+    order = request(symbol=symbol)
     await venue.submit(order)
     clock.now += timedelta(seconds=1)
     await venue.match_once()
