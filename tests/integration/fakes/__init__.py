@@ -16,7 +16,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import uvicorn
 from starlette.requests import Request
@@ -126,3 +127,29 @@ async def serve(app: ASGIApp) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+class FakeServer:
+    """A fake served as `async with`: `self.app` on a free loopback port; sets `base_url`
+    (http://127.0.0.1:port) and `stream_url` (ws://127.0.0.1:port + `stream_path`)."""
+
+    stream_path = "/"
+    app: ASGIApp
+    base_url = ""
+    stream_url = ""
+    _server: Any = None
+
+    async def __aenter__(self) -> Self:
+        self._server = serve(self.app)
+        address = await self._server.__aenter__()
+        self.base_url = f"http://{address}"
+        self.stream_url = f"ws://{address}{self.stream_path}"
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        await self._server.__aexit__(kind, error, trace)

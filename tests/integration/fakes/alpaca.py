@@ -15,7 +15,6 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from types import TracebackType
 from typing import Any
 from uuid import uuid4
 
@@ -26,13 +25,13 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tests.integration.fakes import (
+    FakeServer,
     Fault,
     Faults,
     Recorded,
     apply_fault,
     json_response,
     recorded,
-    serve,
 )
 
 OPEN = {"new", "accepted", "pending_new", "partially_filled", "pending_cancel", "held"}
@@ -67,8 +66,10 @@ def _fault_error(fault: Fault) -> Response:
     return _error(status, status * 100000, "scripted failure")
 
 
-class FakeAlpaca:
+class FakeAlpaca(FakeServer):
     """`async with FakeAlpaca() as fake:` serves it; `fake.base_url` is its REST root."""
+
+    stream_path = "/stream"
 
     def __init__(
         self,
@@ -91,8 +92,6 @@ class FakeAlpaca:
         self.listeners: set[WebSocket] = set()
         self.stream_connections = 0
         self._sequence = 0
-        self.base_url = ""
-        self.stream_url = ""
         self.app = Starlette(
             routes=[
                 Route("/v2/orders", self._submit, methods=["POST"]),
@@ -104,24 +103,8 @@ class FakeAlpaca:
                 WebSocketRoute("/stream", self._stream),
             ]
         )
-        self._server: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.last_update: dict[str, Any] = {}
-
-    async def __aenter__(self) -> FakeAlpaca:
-        self._server = serve(self.app)
-        address = await self._server.__aenter__()
-        self.base_url = f"http://{address}"
-        self.stream_url = f"ws://{address}/stream"
-        return self
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        await self._server.__aexit__(kind, error, trace)
 
     # -- what tests look at -------------------------------------------------------------------
 

@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from types import TracebackType
 from typing import Any
 from uuid import uuid4
 
@@ -23,6 +22,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tests.integration.fakes import (
+    FakeServer,
     Fault,
     Faults,
     Recorded,
@@ -30,7 +30,6 @@ from tests.integration.fakes import (
     dumps,
     json_response,
     recorded,
-    serve,
 )
 
 TIMESPAN_MS = {"minute": 60_000, "hour": 3_600_000, "day": 86_400_000}
@@ -87,8 +86,10 @@ class Agg:
         }
 
 
-class FakePolygon:
+class FakePolygon(FakeServer):
     """`async with FakePolygon() as fake:`; `fake.base_url`, `fake.stream_url`."""
+
+    stream_path = "/stocks"
 
     def __init__(self, api_key: str = "fake-polygon-key") -> None:
         self.api_key = api_key
@@ -101,8 +102,6 @@ class FakePolygon:
         self.requests: list[Recorded] = []
         self.listeners: dict[WebSocket, set[str]] = {}
         self.stream_connections = 0
-        self.base_url = ""
-        self.stream_url = ""
         self.app = Starlette(
             routes=[
                 Route("/v2/last/nbbo/{ticker}", self._nbbo),
@@ -115,22 +114,6 @@ class FakePolygon:
                 WebSocketRoute("/stocks", self._stream),
             ]
         )
-        self._server: Any = None
-
-    async def __aenter__(self) -> FakePolygon:
-        self._server = serve(self.app)
-        address = await self._server.__aenter__()
-        self.base_url = f"http://{address}"
-        self.stream_url = f"ws://{address}/stocks"
-        return self
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        await self._server.__aexit__(kind, error, trace)
 
     def hits(self, route: str) -> int:
         return sum(1 for r in self.requests if r.route == route)
