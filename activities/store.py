@@ -171,26 +171,10 @@ class PortfolioRepository:
         )
         if row is None:
             raise NotFoundError(f"portfolio {portfolio_id} not found")
-        if symbols is None:
-            position_rows = await self.conn.fetch(
-                "SELECT * FROM positions WHERE portfolio_id = $1", portfolio_id
-            )
-        else:
-            position_rows = await self.conn.fetch(
-                "SELECT * FROM positions WHERE portfolio_id = $1 AND symbol = ANY($2::text[])",
-                portfolio_id,
-                list(symbols),
-            )
-        if reservations_for is None:
-            reservation_rows = await self.conn.fetch(
-                "SELECT * FROM reservations WHERE portfolio_id = $1", portfolio_id
-            )
-        else:
-            reservation_rows = await self.conn.fetch(
-                "SELECT * FROM reservations WHERE portfolio_id = $1 AND order_id = ANY($2::uuid[])",
-                portfolio_id,
-                list(reservations_for),
-            )
+        position_rows = await self._children("positions", portfolio_id, "symbol", "text", symbols)
+        reservation_rows = await self._children(
+            "reservations", portfolio_id, "order_id", "uuid", reservations_for
+        )
         portfolio = Portfolio(
             id=row["id"],
             name=row["name"],
@@ -220,6 +204,27 @@ class PortfolioRepository:
                 amount=r["amount"],
             )
         return portfolio
+
+    async def _children(
+        self,
+        table: str,
+        portfolio_id: UUID,
+        key: str,
+        key_type: str,
+        only: Sequence[object] | None,
+    ) -> list[asyncpg.Record]:
+        """A portfolio's rows in `table` ("positions" or "reservations"), or only those
+        whose `key` is in `only` (a single-order operation needs one position, one
+        reservation)."""
+        if only is None:
+            return await self.conn.fetch(
+                f"SELECT * FROM {table} WHERE portfolio_id = $1", portfolio_id
+            )
+        return await self.conn.fetch(
+            f"SELECT * FROM {table} WHERE portfolio_id = $1 AND {key} = ANY($2::{key_type}[])",
+            portfolio_id,
+            list(only),
+        )
 
     async def save(self, portfolio: Portfolio, *, symbols: Sequence[str] | None = None) -> None:
         """Write the portfolio row, its positions (or only `symbols`) and its reservations.
