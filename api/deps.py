@@ -14,11 +14,11 @@ import asyncpg
 from fastapi import Depends, Request
 from temporalio.client import Client
 
-from activities.market_data import MarketDataSource
 from api.errors import ApiError, unauthenticated
 from api.metrics import Metrics
 from api.ratelimit import RateLimiter
-from api.settings import ApiSettings
+from bootstrap.settings import ApiSettings
+from contracts.ports import MarketData
 from domain.errors import ErrorCode
 
 
@@ -28,12 +28,12 @@ def utcnow() -> datetime:
 
 @dataclass
 class ApiDeps:
-    """The API's resources. `temporal` must use the pydantic data converter (worker.temporal
+    """The API's resources. `temporal` must use the pydantic data converter (bootstrap.temporal
     .connect); `broker_ready` answers whether the broker can take orders right now."""
 
     pool: asyncpg.Pool
     temporal: Client
-    market_data: MarketDataSource
+    market_data: MarketData
     broker_ready: Callable[[], Awaitable[bool]]
     settings: ApiSettings
     master_key: bytes = field(repr=False)

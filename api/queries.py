@@ -16,9 +16,9 @@ from uuid import UUID
 
 import asyncpg
 
-from activities.store import OrderRepository, snapshot_from_row
+from activities.store.repositories import OrderRepository, order_snapshot_from_row
+from contracts.payloads import OrderSnapshot
 from domain.orders import OrderStatus
-from workflows.contracts import OrderSnapshot
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ async def list_orders(
         f"ORDER BY created_at DESC, id DESC LIMIT ${len(args)}",
         *args,
     )
-    orders = [snapshot_from_row(row) for row in rows[:limit]]
+    orders = [order_snapshot_from_row(row) for row in rows[:limit]]
     more = len(rows) > limit
     last = orders[-1] if orders else None
     return orders, Cursor(last.created_at, last.order_id) if more and last else None

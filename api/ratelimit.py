@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from api.settings import RateLimitRule
+from bootstrap.settings import RateLimitRule
 
 
 @dataclass

@@ -29,7 +29,7 @@ from domain.errors import ErrorCode, ValidationError
 from domain.market import Timeframe
 from domain.orders import OrderSide, OrderStatus, OrderType, TimeInForce, validate_order_price
 from domain.portfolio import TradingState
-from domain.values import Quantity
+from domain.values import Quantity, decimal_text
 
 DECIMAL_TEXT = re.compile(r"^-?[0-9]{1,20}(\.[0-9]{1,20})?$")
 # Far above any real order; keeps every amount derived from it inside the store's columns.
@@ -59,7 +59,7 @@ def _order_quantity(value: Decimal) -> Decimal:
 
 
 def _plain(value: Decimal) -> str:
-    return f"{abs(value) if value == 0 else value:f}"  # "-0.00" (a rounded loss) reads "0.00"
+    return decimal_text(value, keep_scale=True)  # "-0.00" (a rounded loss) reads "0.00"
 
 
 _DECIMAL_SCHEMA = {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?$", "examples": ["150.50"]}
@@ -168,10 +168,11 @@ class OrderCreate(BaseModel):
 
 
 class OrderPublic(BaseModel):
-    """An order as the store holds it. `id` repeats `order_id` (the seed's GET example)."""
+    """An order as the store holds it. `id` repeats `order_id` (the seed's GET example).
+    Built from an OrderSnapshot with `model_validate(snapshot, from_attributes=True)`."""
 
     order_id: UUID
-    id: UUID
+    id: UUID = Field(validation_alias="order_id")
     client_order_id: str
     symbol: str
     side: OrderSide

@@ -27,7 +27,7 @@ import asyncpg
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from activities import api_keys
+from activities.store import keys as api_keys
 from api import signing
 from api.deps import Principal
 from api.errors import ApiError, error_response

@@ -13,15 +13,15 @@ from typing import cast
 import asyncpg
 import uvicorn
 
-from activities.alpaca import AlpacaBroker
-from activities.market_data import SimulatedFeed
-from activities.orders import Broker
-from activities.paper_venue import VENUE_LOCK_KEY
+from activities.brokers.alpaca_rest import AlpacaBroker
+from activities.market_data.simulated import SimulatedFeed
+from activities.venue.exchange import VENUE_LOCK_KEY
 from api.app import create_app
 from api.deps import ApiDeps
-from api.settings import ApiSettings
-from worker.adapters import build_broker, build_market_data, validate_vendor_settings
-from worker.main import open_database, temporal_client
+from bootstrap.resources import open_database, temporal_client
+from bootstrap.settings import ApiSettings
+from bootstrap.vendors import build_broker, build_market_data, validate_vendor_settings
+from contracts.ports import Broker
 
 log = logging.getLogger("trading.api")
 

@@ -43,13 +43,14 @@ from temporalio.client import WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from activities import api_keys, ledger
-from activities.migrations import migrate_up
-from activities.postgres import LocalPostgres, create_pool
+from activities.store import keys as api_keys
+from activities.store import ledger
+from activities.store.migrations import migrate_up
+from activities.store.postgres import LocalPostgres, create_pool, free_port
 from api.client import AsyncTradingClient
+from bootstrap.temporal import connect
 from domain.portfolio import Portfolio, RiskLimits
-from worker.devserver import DevServer, free_port
-from worker.temporal import connect
+from worker.devserver import DevServer
 
 ROOT = Path(__file__).resolve().parents[1]
 GENEROUS = {"max_requests": 1_000_000, "window_seconds": 1, "burst_allowance": 1_000_000}

@@ -25,20 +25,20 @@ from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 
-from activities import ledger
-from activities.postgres import LocalPostgres
-from domain.orders import OrderSide, OrderStatus
-from domain.portfolio import Portfolio, RiskLimits
-from worker.devserver import DevServer
-from worker.main import open_database, run_worker
-from worker.settings import Settings
-from worker.temporal import connect
-from workflows.contracts import (
+from activities.store import ledger
+from activities.store.postgres import LocalPostgres
+from bootstrap.settings import Settings
+from bootstrap.temporal import connect
+from contracts.payloads import (
     OrderRequest,
     OrderWorkflowInput,
     order_id_for,
     workflow_id_for,
 )
+from domain.orders import OrderSide, OrderStatus
+from domain.portfolio import Portfolio, RiskLimits
+from worker.devserver import DevServer
+from worker.main import open_database, run_worker
 from workflows.order import OrderWorkflow
 
 

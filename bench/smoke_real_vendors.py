@@ -18,17 +18,17 @@ import sys
 from decimal import ROUND_DOWN, Decimal
 from uuid import uuid4
 
-from activities.alpaca import (
+from activities.brokers.alpaca_rest import (
     LIVE_URL,
     PAPER_URL,
     AlpacaBroker,
-    AlpacaTradeStream,
     normalize_base_url,
     stream_url_for,
 )
-from activities.polygon import DEFAULT_BASE_URL, PolygonMarketData
+from activities.brokers.alpaca_stream import AlpacaTradeStream
+from activities.market_data.polygon import DEFAULT_BASE_URL, PolygonMarketData
+from contracts.payloads import BrokerEvent, OrderRequest
 from domain.orders import OrderSide, OrderType, TimeInForce
-from workflows.contracts import BrokerEvent, OrderRequest
 
 REQUIRED = ("ALPACA_API_KEY", "ALPACA_SECRET_KEY", "POLYGON_API_KEY")
 

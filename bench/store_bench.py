@@ -18,14 +18,14 @@ from decimal import Decimal
 from pathlib import Path
 from uuid import uuid4
 
-from activities import ledger
-from activities.ledger import MarketContext
-from activities.migrations import migrate_up
-from activities.postgres import create_pool, database_url, resolve_database
-from activities.store import UnitOfWork
+from activities.store import ledger
+from activities.store.ledger import MarketContext
+from activities.store.migrations import migrate_up
+from activities.store.postgres import create_pool, database_url, resolve_database
+from activities.store.repositories import UnitOfWork
+from contracts.payloads import OrderRequest, RecordStatusInput, order_id_for
 from domain.orders import Fill, OrderSide, OrderStatus, TimeInForce
 from domain.portfolio import Portfolio, RiskLimits
-from workflows.contracts import OrderRequest, RecordStatusInput, order_id_for
 
 
 def summary(name: str, samples: list[float]) -> str:

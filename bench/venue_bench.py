@@ -14,15 +14,16 @@ from uuid import uuid4
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from activities.market_data import ScriptedFeed, SimulatedFeed  # noqa: E402
-from activities.migrations import migrate_up  # noqa: E402
-from activities.paper_venue import PaperVenue  # noqa: E402
-from activities.postgres import create_pool  # noqa: E402
-from activities.sessions import MarketSessions  # noqa: E402
+from activities.calendar.sessions import MarketSessions  # noqa: E402
+from activities.market_data.simulated import SimulatedFeed  # noqa: E402
+from activities.store.migrations import migrate_up  # noqa: E402
+from activities.store.postgres import create_pool  # noqa: E402
+from activities.venue.exchange import PaperVenue  # noqa: E402
+from contracts.payloads import OrderRequest  # noqa: E402
 from domain.commissions import PerShare  # noqa: E402
 from domain.orders import OrderSide, OrderType, TimeInForce  # noqa: E402
-from tests.pg import start_throwaway_server, stop_throwaway_server  # noqa: E402
-from workflows.contracts import OrderRequest  # noqa: E402
+from tests.fakes.feeds import ScriptedFeed  # noqa: E402
+from tests.fixtures.postgres import start_throwaway_server, stop_throwaway_server  # noqa: E402
 
 N, ROUNDS = 100, 7
 SYMBOLS = ["AAPL", "MSFT", "GOOGL", "AMZN", "NVDA", "TSLA", "META", "SPY", "QQQ"]

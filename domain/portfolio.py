@@ -262,16 +262,6 @@ class Portfolio:
         self.updated_at = fill.executed_at
         return effect
 
-    def can_open_position(
-        self, symbol: str, quantity: Decimal, price: Decimal
-    ) -> tuple[bool, str | None]:
-        """Would a buy of `quantity` `symbol` at `price` pass the pre-trade checks?"""
-        from domain.risk import check_order  # risk builds on Portfolio, not the reverse
-
-        probe = Order(symbol=symbol, quantity=quantity, side=OrderSide.BUY, portfolio_id=self.id)
-        decision = check_order(self, probe, to_decimal(price, "price"))
-        return decision.approved, decision.reason
-
     def close_position(
         self, symbol: str, exit_price: Decimal, execution_id: str | None = None
     ) -> Decimal:

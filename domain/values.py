@@ -46,6 +46,17 @@ def round_cents_up(amount: Decimal) -> Decimal:
     return amount.quantize(CENT, rounding=ROUND_UP)
 
 
+def decimal_text(value: Decimal, *, keep_scale: bool = False) -> str:
+    """A decimal as fixed-point text, never with an exponent, and never "-0".
+
+    By default trailing zeros go (100, 0.5, 187.23: how brokers and JSON reports want a
+    quantity); `keep_scale` keeps the amount's own scale (150.50: how the API shows money).
+    """
+    if value == 0:
+        value = abs(value)
+    return format(value if keep_scale else value.normalize(), "f")
+
+
 def tick_size_for(price: Decimal) -> Decimal:
     """Minimum price increment of US equities (SEC Rule 612): 0.01 at or above $1, else 0.0001."""
     return CENT if price >= 1 else SUB_PENNY_TICK

@@ -1,10 +1,4 @@
-"""Fixtures shared by every test folder: the session's PostgreSQL server and databases."""
+"""Fixtures shared by every test folder, loaded as plugins so no test module imports them:
+the session's PostgreSQL server and databases, and the time-skipping Temporal server."""
 
-from tests.pg import (  # noqa: F401  (fixtures are found by name)
-    _pg_tables,
-    db_pool,
-    empty_database_url,
-    pg_database_url,
-    pg_pool,
-    pg_server_url,
-)
+pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.temporal"]

@@ -29,9 +29,9 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from activities import migrations
-    from worker.main import open_database
-    from worker.settings import Settings
+    from activities.store import migrations
+    from bootstrap.resources import open_database
+    from bootstrap.settings import Settings
 
     async def run() -> int:
         async with open_database(Settings(), migrate=False) as pool:
@@ -80,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_parser("status", help="list migrations and whether they are applied")
     migrate.set_defaults(handler=_migrate)
 
-    from api import commands as client_commands
-    from worker import operator
+    from api import client_cli as client_commands
+    from worker import operator_cli as operator
 
     client_commands.register(commands)
     operator.register(commands)

@@ -9,14 +9,14 @@ import ctypes
 import logging
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 
-from worker.temporal import connect, dev_server_path
+from activities.store.postgres import free_port
+from bootstrap.temporal import connect, dev_server_path
 from workflows.order import SEARCH_ATTRIBUTES
 
 log = logging.getLogger(__name__)
@@ -32,12 +32,6 @@ TUNING = (
     "--sqlite-pragma",
     "synchronous=normal",
 )
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def die_with_parent() -> None:

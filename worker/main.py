@@ -4,66 +4,33 @@ the paper venue's matching loop and the outbox relay until asked to stop."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import cast
 
 import asyncpg
-from temporalio.client import Client
-from temporalio.service import RPCError
 from temporalio.worker import Worker
 
-from activities.market_data import SimulatedFeed
-from activities.migrations import migrate_up
-from activities.operations import OperationsActivities, ReconcilableBroker
-from activities.orders import OrderActivities
-from activities.outbox import OutboxRelay, temporal_deliver
-from activities.paper_venue import PaperVenue
-from activities.postgres import create_pool, resolve_database
-from activities.sessions import MarketSessions
-from activities.store import UnitOfWork
-from worker.adapters import (
+from activities.calendar.sessions import MarketSessions
+from activities.market_data.simulated import SimulatedFeed
+from activities.operations_activities import OperationsActivities
+from activities.order_activities import OrderActivities
+from activities.venue.exchange import PaperVenue
+from activities.venue.outbox import OutboxRelay, temporal_deliver
+from bootstrap.control import reconcile_open_orders
+from bootstrap.resources import open_database, temporal_client
+from bootstrap.settings import Settings
+from bootstrap.vendors import (
     build_broker,
     build_market_data,
     build_trade_stream,
     validate_vendor_settings,
 )
 from worker.schedules import ensure_schedules
-from worker.settings import Settings
-from worker.temporal import connect, register_search_attributes
-from workflows.contracts import workflow_id_for
 from workflows.operations import WORKFLOWS as OPERATIONS_WORKFLOWS
 from workflows.order import OrderWorkflow
 
 log = logging.getLogger("trading.worker")
-
-
-@contextlib.asynccontextmanager
-async def open_database(settings: Settings, *, migrate: bool = True) -> AsyncIterator[asyncpg.Pool]:
-    """The pool on DATABASE_URL, or on the embedded server under the data dir."""
-    async with resolve_database(settings.database_url, settings.data_dir / "pgdata") as url:
-        pool = await create_pool(url, settings.db_pool_min, settings.db_pool_max)
-        try:
-            if migrate:
-                async with pool.acquire() as conn:
-                    await migrate_up(conn)
-            yield pool
-        finally:
-            await pool.close()
-
-
-async def temporal_client(settings: Settings) -> Client:
-    client = await connect(
-        settings.temporal_address,
-        settings.temporal_namespace,
-        tls=settings.temporal_tls,
-        api_key=settings.temporal_api_key,
-    )
-    await register_search_attributes(client)
-    return client
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event, pool: asyncpg.Pool) -> None:
@@ -83,15 +50,15 @@ async def run_worker(settings: Settings, stop: asyncio.Event, pool: asyncpg.Pool
     )
     broker = build_broker(settings, venue)
     activities = OrderActivities(pool, feed, broker, sessions, commission)
-    operations = OperationsActivities(pool, cast(ReconcilableBroker, broker), feed, sessions)
+    operations = OperationsActivities(pool, broker, feed, sessions)
     deliver = temporal_deliver(client)
     relay = OutboxRelay(pool, deliver)
 
-    async def reconcile_open_orders() -> None:
+    async def after_reconnect() -> None:
         """After the broker's stream reconnects, every open order re-reads its status."""
-        await signal_open_orders(client, pool, "reconcile")
+        await reconcile_open_orders(client, pool)
 
-    stream = build_trade_stream(settings, deliver, reconcile_open_orders)
+    stream = build_trade_stream(settings, deliver, after_reconnect)
     worker = Worker(
         client,
         task_queue=settings.task_queue,
@@ -114,20 +81,6 @@ async def run_worker(settings: Settings, stop: asyncio.Event, pool: asyncpg.Pool
         await stop.wait()
         log.info("stopping: finishing in-flight activities")
     await asyncio.gather(*background, return_exceptions=True)
-
-
-async def signal_open_orders(client: Client, pool: asyncpg.Pool, signal_name: str) -> int:
-    """Send `signal_name` to the workflow of every open order; returns how many."""
-    async with UnitOfWork(pool) as uow:
-        orders = await uow.orders.active()
-    sent = 0
-    for order in orders:
-        try:
-            await client.get_workflow_handle(workflow_id_for(order.order_id)).signal(signal_name)
-            sent += 1
-        except RPCError as err:
-            log.warning("could not signal %s to order %s: %s", signal_name, order.order_id, err)
-    return sent
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:

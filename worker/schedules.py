@@ -39,13 +39,8 @@ from temporalio.client import (
     ScheduleUpdateInput,
 )
 
-from workflows.operations import (
-    ReconciliationInput,
-    ReconciliationWorkflow,
-    SnapshotInput,
-    SnapshotKind,
-    SnapshotWorkflow,
-)
+from contracts.payloads import ReconciliationInput, SnapshotInput, SnapshotKind
+from workflows.operations import ReconciliationWorkflow, SnapshotWorkflow
 
 log = logging.getLogger(__name__)
 

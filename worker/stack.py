@@ -27,11 +27,12 @@ from uuid import UUID
 import asyncpg
 import httpx
 
-from activities import api_keys, ledger
-from activities.migrations import migrate_up
-from activities.postgres import create_pool, resolve_database
-from activities.store import NotFoundError, UnitOfWork
-from api.settings import ApiSettings
+from activities.store import keys as api_keys
+from activities.store import ledger
+from activities.store.migrations import migrate_up
+from activities.store.postgres import create_pool, resolve_database
+from activities.store.repositories import NotFoundError, UnitOfWork
+from bootstrap.settings import ApiSettings
 from domain.portfolio import Portfolio, RiskLimits
 from worker.devserver import DevServer, die_with_parent
 

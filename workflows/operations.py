@@ -3,42 +3,46 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-from enum import StrEnum
-from uuid import UUID, uuid5
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import SearchAttributeKey
 from temporalio.exceptions import ActivityError, FailureError
 
+from workflows.order import OrderWorkflow
+from workflows.policies import BROKER_SWEEP, QUICK, STORE, call
+
 with workflow.unsafe.imports_passed_through():
+    from activities.operations_activities import OperationsActivities
+    from contracts.payloads import (
+        CancelRequest,
+        Discrepancy,
+        DiscrepancyKind,
+        FinishReconciliationInput,
+        ReconciliationInput,
+        ReconciliationReport,
+        RecordTradingStateInput,
+        ReportStatus,
+        SnapshotInput,
+        SnapshotKind,
+        SnapshotResult,
+        TradingStateChange,
+        TradingStateRequest,
+        TradingStateWorkflowInput,
+        report_id_for,
+        workflow_id_for,
+    )
     from domain.portfolio import TradingState
-    from workflows.contracts import CancelRequest, workflow_id_for
-    from workflows.order import STORE, CallPolicy
-    from workflows.order import _call as call
 
 # Set by the scheduler on every run it starts: the instant the run was due. A backfilled or
 # caught-up run starts later than that, and must still be about the instant it was due.
 SCHEDULED_START_TIME = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
-REPORT_ID_NAMESPACE = UUID("3d0f8a52-6c1e-4b8e-a7f4-2e9c5b1d7a30")
 # How many signals are sent at once: halting a portfolio with thousands of open orders
 # must not build one enormous workflow task.
 SIGNAL_BATCH = 100
-
-QUICK = CallPolicy(
-    timedelta(seconds=30),
-    RetryPolicy(maximum_interval=timedelta(seconds=30)),
-    schedule_to_close=timedelta(minutes=10),
-)
-# Reading every open order and position at the broker can take a while (Alpaca pages and
-# rate-limits); a broker that is away for an hour fails the run, and the report says so.
-BROKER_SWEEP = CallPolicy(
-    timedelta(minutes=5),
-    RetryPolicy(maximum_interval=timedelta(minutes=1)),
-    schedule_to_close=timedelta(hours=1),
-)
 
 
 def scheduled_time() -> datetime:
@@ -48,158 +52,7 @@ def scheduled_time() -> datetime:
     return due if due is not None else info.workflow_start_time
 
 
-# -- payloads ------------------------------------------------------------------------------
-
-
-@dataclass
-class MarketDay:
-    """What the exchange calendar says about one instant."""
-
-    trading_day: bool  # the exchange holds a session on that New York date
-    open: bool  # the session is open at that instant
-
-
-class SnapshotKind(StrEnum):
-    INTRADAY = "intraday"
-    EOD = "eod"
-    MANUAL = "manual"
-
-
-@dataclass
-class SnapshotInput:
-    kind: SnapshotKind = SnapshotKind.INTRADAY
-    taken_at: datetime | None = None  # None: when the schedule meant the run for
-
-
-@dataclass
-class PortfolioSnapshot:
-    """A portfolio valued at one instant; amounts exact, percentages with 8 decimals."""
-
-    portfolio_id: UUID
-    taken_at: datetime
-    kind: SnapshotKind
-    cash: Decimal
-    positions_value: Decimal
-    equity: Decimal
-    realized_pnl: Decimal
-    unrealized_pnl: Decimal
-    return_pct: Decimal  # equity against the initial capital, in percent
-    drawdown: Decimal  # below the highest equity of earlier snapshots, in percent (>= 0)
-
-
-@dataclass
-class SnapshotResult:
-    taken_at: datetime
-    kind: SnapshotKind
-    snapshots: list[PortfolioSnapshot] = field(default_factory=list)
-    written: int = 0  # new rows; a re-run of the same instant writes none
-    skipped: str | None = None  # why nothing was taken (market closed, holiday)
-
-
-class DiscrepancyKind(StrEnum):
-    # The store holds a different quantity than the broker (summed over portfolios).
-    POSITION_MISMATCH = "position_mismatch"
-    # Open in the store, closed (filled, canceled, ...) at the broker: events were lost.
-    ORDER_CLOSED_AT_BROKER = "order_closed_at_broker"
-    # Open at both, the broker has filled more than the store applied.
-    ORDER_FILLS_BEHIND = "order_fills_behind"
-    # The store has applied more than the broker reports filled: never legitimate.
-    ORDER_FILLS_AHEAD = "order_fills_ahead"
-    # Submitted according to the store, unknown at the broker.
-    ORDER_MISSING_AT_BROKER = "order_missing_at_broker"
-    # Working at the broker, not open in the store (closed there, or never ours).
-    ORDER_OPEN_ONLY_AT_BROKER = "order_open_only_at_broker"
-
-    @property
-    def repairable(self) -> bool:
-        """The order workflow fixes these itself once told to re-read the broker: it
-        applies the missed executions and status, idempotently by execution id."""
-        return self in (DiscrepancyKind.ORDER_CLOSED_AT_BROKER, DiscrepancyKind.ORDER_FILLS_BEHIND)
-
-
-@dataclass
-class Discrepancy:
-    """One difference between the store and the broker; amounts as strings (JSON)."""
-
-    kind: DiscrepancyKind
-    symbol: str | None = None
-    order_id: UUID | None = None
-    portfolio_id: UUID | None = None
-    expected: dict[str, str] = field(default_factory=dict)  # the store's view
-    actual: dict[str, str] = field(default_factory=dict)  # the broker's view
-    repaired: bool = False
-    note: str | None = None
-
-    @property
-    def key(self) -> tuple[str, str | None, UUID | None]:
-        return (self.kind.value, self.symbol, self.order_id)
-
-
-class ReportStatus(StrEnum):
-    RUNNING = "running"
-    CLEAN = "clean"
-    DISCREPANCIES = "discrepancies"
-    FAILED = "failed"
-    SKIPPED = "skipped"  # not a trading day: no report is written
-
-
-@dataclass
-class ReconciliationInput:
-    run_at: datetime | None = None  # None: when the schedule meant the run for
-    force: bool = False  # run on a day without a session too (an operator's manual run)
-    # How long the order workflows get to apply what they missed before the check that
-    # marks their discrepancies repaired.
-    repair_wait_seconds: int = 60
-
-
-@dataclass
-class ReconciliationReport:
-    report_id: UUID
-    run_at: datetime
-    status: ReportStatus
-    broker: str = ""
-    discrepancies: list[Discrepancy] = field(default_factory=list)
-    finished_at: datetime | None = None
-
-
-@dataclass
-class FinishReconciliationInput:
-    report_id: UUID
-    status: ReportStatus
-    discrepancies: list[Discrepancy] = field(default_factory=list)
-    error: str | None = None
-
-
-@dataclass
-class TradingStateRequest:
-    state: TradingState
-    reason: str
-
-
-@dataclass
-class RecordTradingStateInput:
-    portfolio_id: UUID
-    state: TradingState
-    reason: str
-
-
-@dataclass
-class TradingStateChange:
-    """A portfolio's trading state after a request, and the open orders it is canceling."""
-
-    portfolio_id: UUID
-    previous: TradingState
-    state: TradingState
-    reason: str
-    orders_to_cancel: list[UUID] = field(default_factory=list)
-
-
-def report_id_for(run_at: datetime) -> UUID:
-    """One report per due instant, whichever run (re-run, backfill) gets there."""
-    return uuid5(REPORT_ID_NAMESPACE, run_at.astimezone(UTC).isoformat())
-
-
-async def _signal_order(order_id: UUID, signal: str, *args: object) -> bool:
+async def _signal_order(order_id: UUID, signal: Callable[..., Any], *args: object) -> bool:
     """Signal one order's workflow; False when it cannot take it (it has closed meanwhile:
     a finished order needs neither a cancel nor a re-read)."""
     handle = workflow.get_external_workflow_handle(workflow_id_for(order_id))
@@ -224,13 +77,13 @@ class SnapshotWorkflow:
     async def run(self, input: SnapshotInput) -> SnapshotResult:
         taken_at = input.taken_at or scheduled_time()
         if input.kind is not SnapshotKind.MANUAL:
-            day: MarketDay = await call("market_day", taken_at, MarketDay, QUICK)
+            day = await call(OperationsActivities.market_day, taken_at, QUICK)
             if input.kind is SnapshotKind.INTRADAY and not day.open:
                 return SnapshotResult(taken_at, input.kind, skipped="market closed")
             if input.kind is SnapshotKind.EOD and not day.trading_day:
                 return SnapshotResult(taken_at, input.kind, skipped="no session that day")
         request = SnapshotInput(kind=input.kind, taken_at=taken_at)
-        return await call("take_snapshots", request, SnapshotResult, STORE)
+        return await call(OperationsActivities.take_snapshots, request, STORE)
 
 
 # -- reconciliation ------------------------------------------------------------------------
@@ -251,13 +104,12 @@ class ReconciliationWorkflow:
         run_at = input.run_at or scheduled_time()
         report_id = report_id_for(run_at)
         if not input.force:
-            day: MarketDay = await call("market_day", run_at, MarketDay, QUICK)
+            day = await call(OperationsActivities.market_day, run_at, QUICK)
             if not day.trading_day:
                 return ReconciliationReport(report_id, run_at, ReportStatus.SKIPPED)
-        report: ReconciliationReport = await call(
-            "begin_reconciliation",
+        report = await call(
+            OperationsActivities.begin_reconciliation,
             ReconciliationReport(report_id, run_at, ReportStatus.RUNNING),
-            ReconciliationReport,
             STORE,
         )
         if report.status in (ReportStatus.CLEAN, ReportStatus.DISCREPANCIES):
@@ -267,16 +119,14 @@ class ReconciliationWorkflow:
             found = await self._repair(report, found, input.repair_wait_seconds)
         except ActivityError as err:
             failed = FinishReconciliationInput(report_id, ReportStatus.FAILED, error=str(err))
-            await call("finish_reconciliation", failed, ReconciliationReport, STORE)
+            await call(OperationsActivities.finish_reconciliation, failed, STORE)
             raise
         status = ReportStatus.DISCREPANCIES if found else ReportStatus.CLEAN
         done = FinishReconciliationInput(report_id, status, found)
-        return await call("finish_reconciliation", done, ReconciliationReport, STORE)
+        return await call(OperationsActivities.finish_reconciliation, done, STORE)
 
     async def _compare(self, report: ReconciliationReport) -> list[Discrepancy]:
-        found: ReconciliationReport = await call(
-            "compare_with_broker", report, ReconciliationReport, BROKER_SWEEP
-        )
+        found = await call(OperationsActivities.compare_with_broker, report, BROKER_SWEEP)
         return found.discrepancies
 
     async def _repair(
@@ -290,7 +140,9 @@ class ReconciliationWorkflow:
         told = 0
         for start in range(0, len(orders), SIGNAL_BATCH):
             batch = orders[start : start + SIGNAL_BATCH]
-            told += sum(await asyncio.gather(*(_signal_order(o, "reconcile") for o in batch)))
+            told += sum(
+                await asyncio.gather(*(_signal_order(o, OrderWorkflow.reconcile) for o in batch))
+            )
         workflow.logger.info("reconciliation: told %d of %d orders to re-read", told, len(orders))
         await workflow.sleep(timedelta(seconds=wait_seconds))
         # Only what was found first is judged: a difference that shows up now for the first
@@ -318,11 +170,6 @@ def _join(note: str | None, more: str) -> str:
 
 
 # -- kill switch ---------------------------------------------------------------------------
-
-
-@dataclass
-class TradingStateWorkflowInput:
-    portfolio_id: UUID
 
 
 @workflow.defn(name="TradingStateWorkflow")
@@ -355,17 +202,19 @@ class TradingStateWorkflow:
             batch = self._to_cancel[:SIGNAL_BATCH]
             del self._to_cancel[:SIGNAL_BATCH]
             sent = await asyncio.gather(
-                *(_signal_order(order_id, "cancel_request", cancel) for order_id, cancel in batch)
+                *(
+                    _signal_order(order_id, OrderWorkflow.cancel_request, cancel)
+                    for order_id, cancel in batch
+                )
             )
             signaled += sum(sent)
 
     @workflow.update(name="set_state")
     async def set_state(self, request: TradingStateRequest) -> TradingStateChange:
         async with self._serial:
-            change: TradingStateChange = await call(
-                "record_trading_state",
+            change = await call(
+                OperationsActivities.record_trading_state,
                 RecordTradingStateInput(self._portfolio_id, request.state, request.reason),
-                TradingStateChange,
                 STORE,
             )
         cancel = CancelRequest(reason=f"trading halted: {request.reason}")
@@ -383,30 +232,12 @@ class TradingStateWorkflow:
         return len(self._to_cancel)
 
 
-def trading_state_workflow_id(portfolio_id: UUID) -> str:
-    return f"trading-state-{portfolio_id}"
-
-
 WORKFLOWS = [SnapshotWorkflow, ReconciliationWorkflow, TradingStateWorkflow]
 
 __all__ = [
     "WORKFLOWS",
-    "Discrepancy",
-    "DiscrepancyKind",
-    "MarketDay",
-    "PortfolioSnapshot",
-    "ReconciliationInput",
-    "ReconciliationReport",
     "ReconciliationWorkflow",
-    "ReportStatus",
-    "SnapshotInput",
-    "SnapshotKind",
-    "SnapshotResult",
     "SnapshotWorkflow",
-    "TradingStateChange",
-    "TradingStateRequest",
     "TradingStateWorkflow",
-    "TradingStateWorkflowInput",
-    "report_id_for",
-    "trading_state_workflow_id",
+    "scheduled_time",
 ]

@@ -8,18 +8,19 @@ Any failure after submit cancels at the broker and releases the reservation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar, cast
+from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from workflows.policies import BROKER_QUERY, QUOTE, STORE, SUBMIT, call
+
 with workflow.unsafe.imports_passed_through():
-    from domain.market import Quote
-    from domain.orders import OrderStatus
-    from workflows.contracts import (
+    from activities.order_activities import OrderActivities
+    from contracts.names import ErrorType
+    from contracts.payloads import (
         AcceptInput,
         ApplyFillInput,
         BrokerEvent,
@@ -30,63 +31,14 @@ with workflow.unsafe.imports_passed_through():
         OrderWorkflowInput,
         RecordStatusInput,
         ResumeState,
-        SubmitResult,
     )
+    from domain.market import Quote  # passed through: activity results decode into it
+    from domain.orders import OrderStatus
 
 ORDER_STATUS = SearchAttributeKey.for_keyword("OrderStatus")
 SYMBOL = SearchAttributeKey.for_keyword("Symbol")
 PORTFOLIO_ID = SearchAttributeKey.for_keyword("PortfolioId")
 SEARCH_ATTRIBUTES = (ORDER_STATUS, SYMBOL, PORTFOLIO_ID)
-
-# Business refusals are final; retrying them only delays the answer.
-NON_RETRYABLE = ["SymbolNotFound", "ValidationError", "BrokerRejected", "OrderNotFound"]
-
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class CallPolicy:
-    """Timeouts and retries of one kind of activity call."""
-
-    start_to_close: timedelta
-    retry: RetryPolicy
-    schedule_to_close: timedelta | None = None
-
-
-QUOTE = CallPolicy(
-    timedelta(seconds=10), RetryPolicy(maximum_attempts=5, non_retryable_error_types=NON_RETRYABLE)
-)
-# The store must not lose a decision or a fill: retry for as long as the database is away,
-# backing off to one attempt a minute.
-STORE = CallPolicy(
-    timedelta(seconds=30),
-    RetryPolicy(maximum_interval=timedelta(minutes=1), non_retryable_error_types=NON_RETRYABLE),
-)
-# A submit is safe to retry (the adapter looks the order up by client order id first), but
-# an order that cannot reach the broker within minutes is stale: give up and compensate.
-SUBMIT = CallPolicy(
-    timedelta(seconds=30),
-    RetryPolicy(maximum_interval=timedelta(seconds=30), non_retryable_error_types=NON_RETRYABLE),
-    schedule_to_close=timedelta(minutes=5),
-)
-BROKER_QUERY = CallPolicy(
-    timedelta(seconds=30),
-    RetryPolicy(maximum_interval=timedelta(seconds=30), non_retryable_error_types=NON_RETRYABLE),
-    schedule_to_close=timedelta(minutes=10),
-)
-
-
-async def _call(name: str, arg: object, result_type: type[T], policy: CallPolicy) -> T:
-    """Run one activity by name (workflows never import activity code)."""
-    result = await workflow.execute_activity(
-        name,
-        arg,
-        result_type=result_type,
-        start_to_close_timeout=policy.start_to_close,
-        schedule_to_close_timeout=policy.schedule_to_close,
-        retry_policy=policy.retry,
-    )
-    return cast(T, result)
 
 
 def _newer(current: OrderSnapshot | None, candidate: OrderSnapshot) -> OrderSnapshot:
@@ -130,7 +82,7 @@ class OrderWorkflow:
             await self._compensate(f"order workflow failed after submit: {_cause(err)}")
             raise ApplicationError(
                 f"order {input.request.order_id} compensated: {_cause(err)}",
-                type="OrderCompensated",
+                type=ErrorType.ORDER_COMPENSATED,
                 non_retryable=True,
             ) from err
 
@@ -138,14 +90,14 @@ class OrderWorkflow:
         request = input.request
         accept = AcceptInput(request=request)
         try:
-            quote: Quote = await _call("get_quote", request.symbol, Quote, QUOTE)
+            quote: Quote = await call(OrderActivities.get_quote, request.symbol, QUOTE)
             accept.bid, accept.ask = quote.bid, quote.ask
         except ActivityError as err:
-            if _error_type(err) != "SymbolNotFound":
+            if _error_type(err) != ErrorType.SYMBOL_NOT_FOUND:
                 raise
             accept.rejection_code = "SYMBOL_NOT_FOUND"
             accept.rejection_reason = f"unknown symbol {request.symbol}"
-        order = await _call("accept_order", accept, OrderSnapshot, STORE)
+        order = await call(OrderActivities.accept_order, accept, STORE)
         self._set_order(order)
         self._decided = True
         return order
@@ -154,7 +106,7 @@ class OrderWorkflow:
         if self._cancel_requested:
             await self._record(OrderStatus.CANCELED, reason=self._cancel_reason)
             return
-        result: SubmitResult = await _call("submit_order", input.request, SubmitResult, SUBMIT)
+        result = await call(OrderActivities.submit_order, input.request, SUBMIT)
         await self._record(OrderStatus.SUBMITTED, broker_order_id=result.broker_order_id)
         self._submitted = True
 
@@ -229,7 +181,7 @@ class OrderWorkflow:
             if event.execution_id is None or event.execution_id in self._applied:
                 return
             fill = ApplyFillInput(order_id=order.order_id, fill=event)
-            snapshot = await _call("apply_fill", fill, OrderSnapshot, STORE)
+            snapshot = await call(OrderActivities.apply_fill, fill, STORE)
             self._applied.add(event.execution_id)
             self._set_order(snapshot)
         elif event.event.is_terminal and not order.is_terminal:
@@ -255,7 +207,7 @@ class OrderWorkflow:
         """Ask the broker for the order's state and apply whatever the events missed."""
         self._reconcile_requested = False
         broker_id = str(self._current.order_id)
-        state = await _call("get_broker_order", broker_id, BrokerOrderState, BROKER_QUERY)
+        state = await call(OrderActivities.get_broker_order, broker_id, BROKER_QUERY)
         await self._apply_state(state)
 
     async def _apply_state(self, state: BrokerOrderState) -> None:
@@ -389,12 +341,12 @@ class OrderWorkflow:
             reason=reason,
             code=code,
         )
-        snapshot = await _call("record_status", change, OrderSnapshot, STORE)
+        snapshot = await call(OrderActivities.record_status, change, STORE)
         self._set_order(snapshot)
 
     async def _cancel_at_broker(self) -> BrokerOrderState:
         broker_id = str(self._current.order_id)  # our order id is the broker's client order id
-        return await _call("cancel_at_broker", broker_id, BrokerOrderState, BROKER_QUERY)
+        return await call(OrderActivities.cancel_at_broker, broker_id, BROKER_QUERY)
 
     def _resume(self, state: ResumeState) -> None:
         self._set_order(state.snapshot)

@@ -10,14 +10,15 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 from temporalio.client import WorkflowUpdateFailedError
 
-from activities.operations import list_snapshots, set_trading_state
+from activities.store.queries import list_snapshots
 from api.deps import CurrentKey, Deps, rate_limited
 from api.errors import ApiError
 from api.routes import API_V1
 from api.schemas import DecimalStr
+from bootstrap.control import set_trading_state
+from contracts.payloads import SnapshotKind
 from domain.errors import ErrorCode
 from domain.portfolio import TradingState
-from workflows.operations import SnapshotKind
 
 snapshots = APIRouter(
     prefix=API_V1, tags=["portfolio"], dependencies=[Depends(rate_limited("get_positions"))]

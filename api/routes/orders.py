@@ -5,16 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Annotated, Any, cast
+from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Response
 from temporalio.client import (
-    WithStartWorkflowOperation,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -23,19 +21,16 @@ from api.deps import CurrentKey, Deps, MetricsDep, rate_limited
 from api.errors import ApiError, error_responses, invalid, not_found
 from api.routes import API_V1
 from api.schemas import SYMBOL_REGEX, OrderCreate, OrderPage, OrderPlaced, OrderPublic
+from bootstrap import control
+from contracts.payloads import (
+    OrderRequest,
+    OrderSnapshot,
+    order_id_for,
+)
 from domain.errors import ErrorCode
 from domain.errors import ValidationError as DomainValidationError
 from domain.market import SymbolNotFoundError
 from domain.orders import OrderStatus
-from workflows.contracts import (
-    CancelRequest,
-    OrderRequest,
-    OrderSnapshot,
-    OrderWorkflowInput,
-    order_id_for,
-    workflow_id_for,
-)
-from workflows.order import OrderWorkflow
 
 log = logging.getLogger("trading.api.orders")
 
@@ -48,32 +43,7 @@ STATUS_GROUPS = {
 
 
 def order_public(order: OrderSnapshot) -> OrderPublic:
-    return OrderPublic(
-        order_id=order.order_id,
-        id=order.order_id,
-        client_order_id=order.client_order_id,
-        symbol=order.symbol,
-        side=order.side,
-        order_type=order.order_type,
-        time_in_force=order.time_in_force,
-        quantity=order.quantity,
-        limit_price=order.limit_price,
-        stop_price=order.stop_price,
-        status=order.status,
-        filled_quantity=order.filled_quantity,
-        remaining_quantity=order.quantity - order.filled_quantity,
-        average_fill_price=order.average_fill_price,
-        commission=order.commission,
-        broker_order_id=order.broker_order_id,
-        reject_code=order.reject_code,
-        reject_reason=order.reject_reason,
-        created_at=order.created_at,
-        updated_at=order.updated_at,
-        submitted_at=order.submitted_at,
-        filled_at=order.filled_at,
-        closed_at=order.closed_at,
-        expires_at=order.expires_at,
-    )
+    return OrderPublic.model_validate(order, from_attributes=True)
 
 
 def placed(order: OrderSnapshot, message: str) -> OrderPlaced:
@@ -128,29 +98,15 @@ async def place_order(
         limit_price=body.limit_price,
         stop_price=body.stop_price,
     )
-    start = WithStartWorkflowOperation(
-        OrderWorkflow.run,
-        OrderWorkflowInput(request=request, options=deps.settings.workflow_options()),
-        id=workflow_id_for(order_id),
-        task_queue=deps.settings.task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-    )
     pending = {"order_id": str(order_id), "client_order_id": client_order_id}
     try:
         async with asyncio.timeout(deps.settings.api_decision_timeout_seconds):
-            # cast: the SDK types an async update's result as its coroutine
-            decided = cast(
-                OrderSnapshot,
-                await deps.temporal.execute_update_with_start_workflow(
-                    OrderWorkflow.decision, start_workflow_operation=start
-                ),
+            decided = await control.place_order(
+                deps.temporal, request, deps.settings.workflow_options(), deps.settings.task_queue
             )
     except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
-        _forget(start)
         raise _not_yet("risk has not decided yet", pending) from None
     except (WorkflowAlreadyStartedError, WorkflowUpdateFailedError, RPCError) as err:
-        _forget(start)
         # The time-skipping test server reports the refused start as a bare ALREADY_EXISTS.
         closed = isinstance(err, WorkflowAlreadyStartedError) or (
             isinstance(err, RPCError) and err.status is RPCStatusCode.ALREADY_EXISTS
@@ -200,13 +156,6 @@ async def _check_symbol(deps: Deps, symbol: str, metrics: MetricsDep) -> None:
             "market data is unavailable; retry later",
             headers={"Retry-After": "1"},
         ) from None
-
-
-def _forget(start: WithStartWorkflowOperation[Any, Any]) -> None:
-    """Read the start's outcome nobody asked for: the SDK keeps a failed start on the
-    operation for workflow_handle(), and asyncio logs an unread one as an error."""
-    pending = asyncio.ensure_future(start.workflow_handle())
-    pending.add_done_callback(lambda task: task.cancelled() or task.exception())
 
 
 def _not_yet(message: str, details: dict[str, str]) -> ApiError:
@@ -301,14 +250,10 @@ async def cancel_order(order_id: UUID, deps: Deps, key: CurrentKey) -> OrderPubl
         raise not_found(f"order {order_id}")
     if order.is_terminal:
         raise _already(order)
-    handle = deps.temporal.get_workflow_handle(workflow_id_for(order.order_id))
     try:
         async with asyncio.timeout(deps.settings.api_decision_timeout_seconds):
-            result = cast(
-                OrderSnapshot,
-                await handle.execute_update(
-                    OrderWorkflow.cancel, CancelRequest(reason="canceled by client")
-                ),
+            result = await control.cancel_order(
+                deps.temporal, order.order_id, reason="canceled by client"
             )
     except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
         raise ApiError(

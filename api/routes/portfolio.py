@@ -9,11 +9,11 @@ from uuid import UUID, uuid5
 
 from fastapi import APIRouter, Depends
 
-from activities.market_data import MarketDataSource
-from activities.store import PortfolioRepository
+from activities.store.repositories import PortfolioRepository
 from api.deps import CurrentKey, Deps, rate_limited
 from api.routes import API_V1
 from api.schemas import PortfolioPublic, PositionList, PositionPublic
+from contracts.ports import MarketData
 from domain.portfolio import Portfolio
 from domain.positions import Position
 from domain.values import round_cents
@@ -38,7 +38,7 @@ async def load_marked(deps: Deps, portfolio_id: UUID) -> Portfolio:
     return portfolio
 
 
-async def marks(market_data: MarketDataSource, symbols: list[str]) -> dict[str, Decimal]:
+async def marks(market_data: MarketData, symbols: list[str]) -> dict[str, Decimal]:
     """Mid prices of `symbols`; a symbol without a quote stays unmarked (valued at cost)
     rather than failing the whole answer."""
     quotes = await asyncio.gather(

@@ -22,18 +22,19 @@ from fastapi import FastAPI
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from activities import api_keys, ledger
+from activities.store import keys as api_keys
+from activities.store import ledger
+from activities.store.postgres import free_port
 from api.app import create_app
 from api.client import Credentials
 from api.deps import ApiDeps
 from api.server import paper_venue_running
-from api.settings import ApiSettings, RateLimitRule
 from api.signing import signed_headers
+from bootstrap.settings import ApiSettings, RateLimitRule
+from contracts.payloads import order_id_for, workflow_id_for
 from domain.portfolio import Portfolio
-from tests.workflows.conftest import temporal_env  # noqa: F401  (fixtures are found by name)
+from tests.fixtures.temporal import time_skipping_environment
 from tests.workflows.harness import LIMITS, Stack, running_stack
-from worker.devserver import free_port
-from workflows.contracts import order_id_for, workflow_id_for
 
 MASTER_KEY = b"tests-master-key-0123456789abcdef0123456789abcdef"
 GENEROUS = RateLimitRule(max_requests=10_000, window_seconds=1, burst_allowance=10_000)
@@ -196,8 +197,20 @@ def assert_envelope(response: httpx.Response, status: int, code: str) -> dict[st
     return dict(error)
 
 
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server of the API tests' own, in place of the shared one.
+
+    Some API tests leave work the server never sees finish, on purpose: an update-with-start
+    on a task queue no worker polls (the decision deadline), fifty concurrent duplicates.
+    The test server holds its clock while such work is outstanding, which would stop time
+    skipping for every workflow test that runs after them."""
+    async with time_skipping_environment() as env:
+        yield env
+
+
 @pytest.fixture
-async def stack(temporal_env: WorkflowEnvironment, db_pool: asyncpg.Pool) -> AsyncIterator[Stack]:  # noqa: F811
+async def stack(temporal_env: WorkflowEnvironment, db_pool: asyncpg.Pool) -> AsyncIterator[Stack]:
     async with running_stack(temporal_env, db_pool) as stack:
         stack.feed.set_quote("AAPL", "150.00", "150.02")
         stack.feed.set_quote("MSFT", "400.00", "400.10")

@@ -14,7 +14,7 @@ from uuid import UUID, uuid4
 import pytest
 
 from api import client as api_client
-from api import commands
+from api import client_cli as commands
 from api.client import AsyncTradingClient, TradingClient
 from domain.orders import OrderStatus
 from tests.api.conftest import MASTER_KEY, Api
@@ -90,7 +90,7 @@ async def test_a_rate_limited_call_raises_with_retry_after(api: Api, client: Asy
 
 
 def api_client_rule(per_minute: int):  # type: ignore[no-untyped-def]
-    from api.settings import RateLimitRule
+    from bootstrap.settings import RateLimitRule
 
     return RateLimitRule(max_requests=per_minute, window_seconds=60)
 

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from activities import api_keys
+from activities.store import keys as api_keys
 from api.middleware import SECURITY_HEADERS
-from api.settings import RateLimitRule
+from bootstrap.settings import RateLimitRule
 from tests.api.conftest import MASTER_KEY, Api, Caller, assert_envelope, build_app
 
 pytestmark = pytest.mark.integration

@@ -9,10 +9,10 @@ from uuid import UUID, uuid4
 import httpx
 import pytest
 
+from contracts.payloads import order_id_for, workflow_id_for
 from domain.orders import OrderStatus
 from tests.api.conftest import Api, Caller, assert_envelope, build_app, fresh_id
 from tests.workflows.harness import terminal
-from workflows.contracts import order_id_for, workflow_id_for
 
 pytestmark = pytest.mark.integration
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from api.ratelimit import RateLimiter
-from api.settings import RateLimitRule
+from bootstrap.settings import RateLimitRule
 
 
 class Clock:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from api.settings import TRADING_RATE_LIMITS, ApiSettings
+from bootstrap.settings import TRADING_RATE_LIMITS, ApiSettings
 
 
 def test_development_generates_a_private_master_key_once(tmp_path: Path):

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from activities import api_keys
+from activities.store import keys as api_keys
 from api.signing import API_KEY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from tests.api.conftest import MASTER_KEY, Api, Caller, assert_envelope, build_app, fresh_id
 

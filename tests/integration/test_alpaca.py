@@ -11,29 +11,30 @@ from decimal import Decimal
 from uuid import uuid4
 
 import pytest
+from pydantic import ValidationError
 
-from activities.alpaca import (
+from activities.backoff import backoff_delay
+from activities.brokers.alpaca_rest import (
     AlpacaBroker,
     AlpacaDataError,
     AlpacaError,
     AlpacaRateLimitedError,
-    AlpacaTradeStream,
-    backoff_delay,
     execution_id_for,
     stream_url_for,
 )
-from activities.orders import BrokerOrderNotFoundError, BrokerRejectedError
-from domain.orders import OrderSide, OrderStatus, OrderType, TimeInForce
-from tests.integration.fakes import Fault
-from tests.integration.fakes.alpaca import FakeAlpaca
-from worker.adapters import (
+from activities.brokers.alpaca_stream import AlpacaTradeStream
+from bootstrap.settings import Settings
+from bootstrap.vendors import (
     VendorConfigError,
     build_broker,
     build_trade_stream,
     validate_vendor_settings,
 )
-from worker.settings import Settings
-from workflows.contracts import BrokerEvent, BrokerOrderState, OrderRequest, SubmitResult
+from contracts.payloads import BrokerEvent, BrokerOrderState, OrderRequest, SubmitResult
+from contracts.ports import BrokerOrderNotFoundError, BrokerRejectedError
+from domain.orders import OrderSide, OrderStatus, OrderType, TimeInForce
+from tests.fakes.alpaca import FakeAlpaca
+from tests.fakes.server import Fault
 
 
 @pytest.fixture
@@ -335,7 +336,7 @@ async def test_unknown_and_malformed_trade_updates_are_logged_and_not_delivered(
 ) -> None:
     broker, recorder = broker_for(fake), Recorder()
     request = order()
-    caplog.set_level(logging.WARNING, logger="activities.alpaca")
+    caplog.set_level(logging.WARNING, logger="activities.brokers.alpaca_rest")
     async with streaming(fake, recorder) as stream:
         await broker.submit(request)
         await until(lambda: recorder.kinds() == ["new"])
@@ -494,10 +495,6 @@ def test_with_keys_alpaca_is_the_broker_and_its_stream_follows_the_base_url() ->
     [
         ({"alpaca_secret_key": None}, "only ALPACA_API_KEY is set"),
         ({"alpaca_api_key": "key", "alpaca_secret_key": "  "}, "only ALPACA_API_KEY is set"),
-        ({"alpaca_base_url": "paper-api.alpaca.markets"}, "must look like https://host"),
-        ({"alpaca_base_url": "http://paper-api.alpaca.markets"}, "only allowed for a loopback"),
-        ({"alpaca_base_url": "https://paper-api.alpaca.markets/v1/x"}, "must be the API root"),
-        ({"alpaca_base_url": "https://host:port"}, "is not a valid URL"),
         ({"alpaca_api_key": "key with space"}, "contains whitespace"),
         ({"alpaca_base_url": "https://api.alpaca.markets"}, "live trading at Alpaca needs real"),
     ],
@@ -505,7 +502,25 @@ def test_with_keys_alpaca_is_the_broker_and_its_stream_follows_the_base_url() ->
 def test_a_misconfigured_alpaca_fails_at_start_with_a_clear_message(
     fields: dict[str, str | None], message: str
 ) -> None:
-    values = {"alpaca_api_key": "key", "alpaca_secret_key": "secret", **fields}
-    settings = Settings.model_construct(**{**Settings().model_dump(), **values})
+    settings = Settings(**{"alpaca_api_key": "key", "alpaca_secret_key": "secret", **fields})
     with pytest.raises(VendorConfigError, match=message):
         validate_vendor_settings(settings)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"alpaca_base_url": "paper-api.alpaca.markets"}, "must look like https://host"),
+        ({"alpaca_base_url": "http://paper-api.alpaca.markets"}, "only allowed for a loopback"),
+        ({"alpaca_base_url": "https://paper-api.alpaca.markets/v1/x"}, "must be the API root"),
+        ({"alpaca_base_url": "https://host:port"}, "must look like https://host"),
+        ({"alpaca_base_url": "https://u:p@paper-api.alpaca.markets"}, "must not carry"),
+        ({"alpaca_stream_url": "https://paper-api.alpaca.markets/stream"}, "wss://host"),
+    ],
+)
+def test_a_malformed_alpaca_url_fails_when_the_settings_are_built_naming_it(
+    fields: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message) as raised:
+        Settings(**fields)
+    assert next(iter(fields)).upper() in str(raised.value)

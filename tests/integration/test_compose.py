@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
+from bootstrap.settings import Settings
 from worker.cli import build_parser
-from worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
@@ -28,7 +28,7 @@ def settings_fields(service: str) -> set[str]:
     fields = set(Settings.model_fields)
     if service == "api":
         try:
-            from api.settings import ApiSettings
+            from bootstrap.settings import ApiSettings
         except ImportError:  # the API's own settings have not landed
             return fields
         fields |= set(ApiSettings.model_fields)

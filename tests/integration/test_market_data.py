@@ -7,16 +7,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from activities.market_data import (
-    DEFAULT_UNIVERSE,
-    MAX_EXCURSION,
-    ScriptedFeed,
-    SimulatedFeed,
-)
+from activities.market_data.simulated import DEFAULT_UNIVERSE, MAX_EXCURSION, SimulatedFeed
 from domain.analytics import beta, correlation
 from domain.errors import ValidationError
 from domain.market import Bar, SymbolNotFoundError, Timeframe
 from domain.values import tick_size_for
+from tests.fakes.feeds import ScriptedFeed
 
 AT = datetime(2026, 11, 27, 15, 4, 5, 678901, tzinfo=UTC)
 instants = st.datetimes(

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from activities.migrations import (
+from activities.store.migrations import (
     MigrationError,
     load_migrations,
     migrate_down,

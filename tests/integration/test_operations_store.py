@@ -17,26 +17,27 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from activities import ledger
-from activities.alpaca import AlpacaBroker
-from activities.market_data import ScriptedFeed
-from activities.operations import OperationsActivities, find_stuck_orders
-from activities.paper_venue import PaperVenue
-from activities.sessions import MarketSessions
-from activities.store import UnitOfWork
-from domain.commissions import PerShare
-from domain.orders import Order, OrderSide, OrderStatus, OrderType, TimeInForce
-from domain.portfolio import Portfolio, TradingState
-from tests.integration.fakes import json_response
-from tests.integration.fakes.alpaca import OPEN, FakeAlpaca
-from worker import operator
-from workflows.contracts import OrderRequest
-from workflows.operations import (
+from activities.brokers.alpaca_rest import AlpacaBroker
+from activities.calendar.sessions import MarketSessions
+from activities.operations_activities import OperationsActivities
+from activities.store import ledger
+from activities.store.queries import find_stuck_orders
+from activities.store.repositories import UnitOfWork
+from activities.venue.exchange import PaperVenue
+from contracts.payloads import (
     DiscrepancyKind,
+    OrderRequest,
     ReconciliationReport,
     RecordTradingStateInput,
     ReportStatus,
 )
+from domain.commissions import PerShare
+from domain.orders import Order, OrderSide, OrderStatus, OrderType, TimeInForce
+from domain.portfolio import Portfolio, TradingState
+from tests.fakes.alpaca import OPEN, FakeAlpaca
+from tests.fakes.feeds import ScriptedFeed
+from tests.fakes.server import json_response
+from worker import operator_cli as operator
 
 pytestmark = pytest.mark.integration
 

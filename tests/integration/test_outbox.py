@@ -14,13 +14,13 @@ import pytest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.market_data import ScriptedFeed
-from activities.outbox import OutboxRelay, temporal_deliver
-from activities.paper_venue import PaperVenue, broker_order_id_for
-from activities.sessions import MarketSessions
+from activities.calendar.sessions import MarketSessions
+from activities.venue.exchange import PaperVenue, broker_order_id_for
+from activities.venue.outbox import OutboxRelay, temporal_deliver
+from contracts.payloads import BrokerEvent, BrokerEventType, OrderRequest
 from domain.commissions import PerShare
 from domain.orders import OrderSide, OrderType
-from workflows.contracts import BrokerEvent, BrokerEventType, OrderRequest
+from tests.fakes.feeds import ScriptedFeed
 
 pytestmark = pytest.mark.integration
 

@@ -12,13 +12,13 @@ from uuid import uuid4
 import asyncpg
 import pytest
 
-from activities.market_data import ScriptedFeed
-from activities.orders import BrokerOrderNotFoundError, BrokerRejectedError
-from activities.paper_venue import VENUE_LOCK_KEY, PaperVenue, broker_order_id_for
-from activities.sessions import MarketSessions
+from activities.calendar.sessions import MarketSessions
+from activities.venue.exchange import VENUE_LOCK_KEY, PaperVenue, broker_order_id_for
+from contracts.payloads import BrokerEventType, OrderRequest
+from contracts.ports import BrokerOrderNotFoundError, BrokerRejectedError
 from domain.commissions import CommissionModel, FixedPerTrade, PerShare
 from domain.orders import OrderSide, OrderStatus, OrderType, TimeInForce
-from workflows.contracts import BrokerEventType, OrderRequest
+from tests.fakes.feeds import ScriptedFeed
 
 pytestmark = pytest.mark.integration
 

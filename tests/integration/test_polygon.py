@@ -6,17 +6,17 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from types import SimpleNamespace
 
 import pytest
+from pydantic import ValidationError
 
-from activities.market_data import SimulatedFeed
-from activities.polygon import PolygonDataError, PolygonError, PolygonMarketData
+from activities.market_data.polygon import PolygonDataError, PolygonError, PolygonMarketData
+from activities.market_data.simulated import SimulatedFeed
+from bootstrap.settings import Settings
+from bootstrap.vendors import build_market_data
 from domain.market import Quote, SymbolNotFoundError, Timeframe
-from tests.integration.fakes import Fault
-from tests.integration.fakes.polygon import Agg, FakePolygon
-from worker.adapters import VendorConfigError, build_market_data, validate_vendor_settings
-from worker.settings import Settings
+from tests.fakes.polygon import Agg, FakePolygon
+from tests.fakes.server import Fault
 
 # More digits than a float carries: parsed through float, it would come back changed.
 PRECISE = "187.1234567890123456789"
@@ -275,11 +275,9 @@ def test_market_data_is_polygon_only_when_its_key_is_set(fake: FakePolygon) -> N
     ("name", "url"),
     [("polygon_base_url", "api.polygon.io"), ("polygon_stream_url", "https://socket.polygon.io")],
 )
-def test_a_malformed_polygon_url_fails_at_start(name: str, url: str) -> None:
-    # The URL settings are optional until Settings declares them; any object with them works.
-    settings = SimpleNamespace(**{**Settings().model_dump(), "polygon_api_key": "key", name: url})
-    with pytest.raises(VendorConfigError, match=name.upper()):
-        validate_vendor_settings(settings)  # type: ignore[arg-type]
+def test_a_malformed_polygon_url_fails_when_the_settings_are_built(name: str, url: str) -> None:
+    with pytest.raises(ValidationError, match=name.upper()):
+        Settings(**{"polygon_api_key": "key", name: url})
 
 
 async def test_a_slow_answer_times_out_instead_of_hanging(fake: FakePolygon) -> None:

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from activities.postgres import (
+from activities.store.postgres import (
     SYSTEM_USER,
     LocalPostgres,
     PostgresError,

@@ -1,13 +1,11 @@
 """Trading sessions: the real NYSE calendar (holidays, early closes, DST) and always-open mode."""
 
 from datetime import UTC, date, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 import pytest
 
-from activities.sessions import MarketSessions
+from activities.calendar.sessions import NEW_YORK, MarketSessions
 
-NEW_YORK = ZoneInfo("America/New_York")
 MICROSECOND = timedelta(microseconds=1)
 
 

@@ -8,12 +8,12 @@ from uuid import uuid4
 
 import pytest
 
-from activities import ledger
-from activities.ledger import MarketContext
-from activities.store import StoreError, UnitOfWork
+from activities.store import ledger
+from activities.store.ledger import MarketContext
+from activities.store.repositories import StoreError, UnitOfWork
+from contracts.payloads import OrderRequest, RecordStatusInput, order_id_for
 from domain.orders import Fill, Order, OrderSide, OrderStatus, OrderType, TimeInForce
 from domain.portfolio import Portfolio, RiskLimits
-from workflows.contracts import OrderRequest, RecordStatusInput, order_id_for
 
 pytestmark = pytest.mark.integration
 
@@ -239,7 +239,7 @@ async def test_listing_orders_filters_by_status_and_symbol_and_bounds_the_page(d
     portfolio = await new_portfolio(db_pool)
     for symbol in ("AAPL", "AAPL", "MSFT"):
         await submitted(db_pool, portfolio, symbol, "1")
-    from activities.store import OrderFilter
+    from activities.store.repositories import OrderFilter
 
     async with UnitOfWork(db_pool) as uow:
         aapl = await uow.orders.search(OrderFilter(portfolio_id=portfolio.id, symbol="AAPL"))

@@ -203,10 +203,12 @@ def test_total_value_return_and_trade_statistics():
     assert p.ledger_imbalance() == 0
 
 
-def test_can_open_position_answers_with_a_reason():
+def test_risk_check_of_a_buy_beyond_buying_power_denies_with_a_reason():
     p = portfolio(cash="1000")
-    ok, reason = p.can_open_position("AAPL", D("100"), D("150"))
-    assert not ok and reason is not None and "buying power" in reason
+    probe = Order(symbol="AAPL", quantity=D("100"), side=OrderSide.BUY, portfolio_id=p.id)
+    decision = check_order(p, probe, D("150"))
+    assert not decision.approved and decision.reason is not None
+    assert "buying power" in decision.reason
 
 
 def test_risk_limits_refuse_nonsense():

@@ -3,7 +3,7 @@ names every setting the processes read."""
 
 from pathlib import Path
 
-from api.settings import ApiSettings
+from bootstrap.settings import ApiSettings
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 

@@ -18,23 +18,20 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-from temporalio.client import WithStartWorkflowOperation, WorkflowHandle
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities import ledger
-from activities.market_data import ScriptedFeed
-from activities.operations import OperationsActivities
-from activities.orders import Broker, OrderActivities
-from activities.outbox import Deliver, OutboxRelay, temporal_deliver
-from activities.paper_venue import PaperVenue
-from activities.sessions import MarketSessions
-from activities.store import UnitOfWork
-from domain.commissions import PerShare
-from domain.orders import OrderSide, OrderStatus, OrderType, TimeInForce
-from domain.portfolio import Portfolio, RiskLimits
-from workflows.contracts import (
+from activities.calendar.sessions import MarketSessions
+from activities.operations_activities import OperationsActivities
+from activities.order_activities import OrderActivities
+from activities.store import ledger
+from activities.store.repositories import UnitOfWork
+from activities.venue.exchange import PaperVenue
+from activities.venue.outbox import OutboxRelay, temporal_deliver
+from contracts.payloads import (
     OrderRequest,
     OrderSnapshot,
     OrderWorkflowInput,
@@ -42,6 +39,11 @@ from workflows.contracts import (
     order_id_for,
     workflow_id_for,
 )
+from contracts.ports import Broker, Deliver
+from domain.commissions import PerShare
+from domain.orders import OrderSide, OrderStatus, OrderType, TimeInForce
+from domain.portfolio import Portfolio, RiskLimits
+from tests.fakes.feeds import ScriptedFeed
 from workflows.operations import WORKFLOWS as OPERATIONS_WORKFLOWS
 from workflows.order import OrderWorkflow
 
@@ -208,8 +210,24 @@ async def running_stack(
             if os.environ.get("RECORD_HISTORIES"):
                 await record_histories(stack)
         finally:
+            await terminate_leftovers(env.client, pool)
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def terminate_leftovers(client: Client, pool: asyncpg.Pool) -> None:
+    """End every workflow a test left running (a resting order, a kill switch).
+
+    The time-skipping server is shared by the whole session; a leftover's activity waiting
+    for this test's worker, which is gone, would hold the clock for every later test.
+    """
+    rows = await pool.fetch(
+        "SELECT 'order-' || id AS workflow_id FROM orders "
+        "UNION ALL SELECT 'trading-state-' || id FROM portfolios"
+    )
+    for row in rows:
+        with contextlib.suppress(RPCError):  # closed already, or never started
+            await client.get_workflow_handle(row["workflow_id"]).terminate("test finished")
 
 
 HISTORIES = Path(__file__).parent / "histories"

@@ -16,23 +16,25 @@ from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, Worker
 
-from activities.operations import OperationsActivities, list_snapshots, set_trading_state
-from activities.orders import BrokerOrderNotFoundError
-from activities.sessions import MarketSessions
-from domain.orders import OrderStatus
-from domain.portfolio import TradingState
-from workflows.contracts import CancelRequest, OrderWorkflowOptions, order_id_for
-from workflows.operations import (
-    WORKFLOWS,
+from activities.calendar.sessions import MarketSessions
+from activities.operations_activities import OperationsActivities
+from activities.store.queries import list_snapshots
+from bootstrap.control import set_trading_state
+from contracts.payloads import (
+    CancelRequest,
     DiscrepancyKind,
+    OrderWorkflowOptions,
     ReconciliationInput,
-    ReconciliationWorkflow,
     ReportStatus,
     SnapshotInput,
     SnapshotKind,
-    SnapshotWorkflow,
+    order_id_for,
     trading_state_workflow_id,
 )
+from contracts.ports import BrokerOrderNotFoundError
+from domain.orders import OrderStatus
+from domain.portfolio import TradingState
+from workflows.operations import WORKFLOWS, ReconciliationWorkflow, SnapshotWorkflow
 from workflows.order import OrderWorkflow
 
 from .harness import Stack, running_stack, terminal

@@ -9,9 +9,9 @@ import pytest
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from activities.orders import BrokerRejectedError
+from contracts.payloads import CancelRequest, OrderWorkflowOptions
+from contracts.ports import BrokerRejectedError
 from domain.orders import OrderStatus
-from workflows.contracts import CancelRequest, OrderWorkflowOptions
 from workflows.order import OrderWorkflow
 
 from .harness import running_stack, terminal

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
-from zoneinfo import ZoneInfo
 
 import pytest
 from temporalio.client import (
@@ -23,17 +22,18 @@ from temporalio.client import (
 )
 from temporalio.worker import Worker
 
-from activities import ledger
-from activities.market_data import SimulatedFeed
-from activities.operations import OperationsActivities
-from activities.paper_venue import PaperVenue
-from activities.sessions import MarketSessions
-from activities.store import UnitOfWork
+from activities.calendar.sessions import NEW_YORK, MarketSessions
+from activities.market_data.simulated import SimulatedFeed
+from activities.operations_activities import OperationsActivities
+from activities.store import ledger
+from activities.store.repositories import UnitOfWork
+from activities.venue.exchange import PaperVenue
+from bootstrap.temporal import connect
 from domain.commissions import PerShare
 from domain.market import Timeframe
 from domain.orders import Fill, Order, OrderSide
 from domain.portfolio import Portfolio
-from worker import operator
+from worker import operator_cli as operator
 from worker.devserver import DevServer
 from worker.schedules import (
     RECONCILIATION,
@@ -42,12 +42,10 @@ from worker.schedules import (
     ensure_schedules,
     intraday_times,
 )
-from worker.temporal import connect
 from workflows.operations import WORKFLOWS
 
 pytestmark = pytest.mark.integration
 
-NEW_YORK = ZoneInfo("America/New_York")
 SCHEDULES = (RECONCILIATION, SNAPSHOTS_EOD, SNAPSHOTS_INTRADAY)
 BY_SCHEDULE = "TemporalScheduledById IN ({})".format(", ".join(f'"{s}"' for s in SCHEDULES))
 

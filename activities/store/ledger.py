@@ -1,0 +1,184 @@
+"""The store's transactions: each operation on orders and the portfolio is one unit of work.
+
+Lock order, everywhere: the portfolio row first, then the order row. Every change to cash,
+positions or reservations holds the portfolio lock, so concurrent orders and fills on one
+portfolio serialise and no update is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from uuid import UUID
+
+import asyncpg
+
+from activities.store.repositories import UnitOfWork, order_snapshot_from_row
+from contracts.payloads import OrderRequest, OrderSnapshot, RecordStatusInput
+from domain.errors import IllegalTransitionError
+from domain.orders import Fill, Order, OrderSide, OrderStatus, TimeInForce
+from domain.portfolio import Portfolio
+from domain.risk import RiskDecision, accept_order
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MarketContext:
+    """What risk needs to know about the market at the moment of the decision."""
+
+    bid: Decimal
+    ask: Decimal
+    commission: Decimal
+    market_open: bool
+    expires_at: datetime | None  # session close for DAY orders
+
+
+def order_from_request(request: OrderRequest, now: datetime) -> Order:
+    return Order(
+        id=request.order_id,
+        portfolio_id=request.portfolio_id,
+        client_order_id=request.client_order_id,
+        symbol=request.symbol,
+        side=request.side,
+        quantity=request.quantity,
+        order_type=request.order_type,
+        time_in_force=request.time_in_force,
+        limit_price=request.limit_price,
+        stop_price=request.stop_price,
+        created_at=now,
+    )
+
+
+async def create_portfolio(pool: asyncpg.Pool, portfolio: Portfolio) -> None:
+    async with UnitOfWork(pool) as uow:
+        await uow.portfolios.add(portfolio)
+        await uow.commit()
+
+
+async def place_order(
+    pool: asyncpg.Pool,
+    request: OrderRequest,
+    now: datetime,
+    market: MarketContext | None,
+    rejection: tuple[str, str] | None = None,
+) -> OrderSnapshot:
+    """Risk check, buying-power reservation and the order row, in one transaction.
+
+    With `rejection` (code, reason) the order is stored as rejected without a risk check.
+    Idempotent: the order id is the primary key; a second call returns the first's row.
+    """
+    async with UnitOfWork(pool) as uow:
+        existing = await uow.orders.find(request.order_id)
+        if existing is not None:
+            return existing
+        portfolio = await uow.portfolios.get(request.portfolio_id, for_update=True)
+        existing = await uow.orders.find(request.order_id)  # a twin won the lock first
+        if existing is not None:
+            return existing
+        order = order_from_request(request, now)
+        expires_at = None
+        if rejection is not None:
+            order.reject(rejection[1], rejection[0], at=now)
+        elif market is None:
+            order.reject("no market price", "VALIDATION_ERROR", at=now)
+        else:
+            decide(portfolio, order, market)
+            if order.time_in_force is TimeInForce.DAY and order.status.is_open:
+                expires_at = market.expires_at
+        snapshot = await uow.orders.add(order, expires_at)
+        await uow.portfolios.sync_reservation(portfolio, order.id)
+        await uow.commit()
+        return snapshot
+
+
+def decide(portfolio: Portfolio, order: Order, market: MarketContext) -> RiskDecision:
+    """Accept (and reserve) or reject `order`, marking its symbol's position at the mid."""
+    price = market.ask if order.side is OrderSide.BUY else market.bid
+    position = portfolio.positions.get(order.symbol)
+    if position is not None and not position.is_closed():
+        position.mark((market.bid + market.ask) / 2)
+    return accept_order(portfolio, order, price, market.commission, market.market_open)
+
+
+async def apply_fill(pool: asyncpg.Pool, order_id: UUID, fill: Fill) -> OrderSnapshot:
+    """Apply one execution to order, position, cash and reservation in one transaction.
+
+    Idempotent: the execution id is the executions table's primary key; when it is already
+    there nothing else is written and the current order is returned.
+    """
+    async with UnitOfWork(pool) as uow:
+        head = await uow.orders.get_row(order_id)
+        portfolio = await uow.portfolios.get(
+            head["portfolio_id"],
+            for_update=True,
+            symbols=[head["symbol"]],
+            reservations_for=[order_id],
+        )
+        order = await uow.orders.get(order_id, for_update=True)
+        if not await uow.orders.add_execution(order, fill):
+            return order_snapshot_from_row(await uow.orders.get_row(order_id))
+        portfolio.apply_fill(order, fill)
+        await uow.portfolios.save(portfolio, symbols=[order.symbol])
+        await uow.portfolios.sync_reservation(portfolio, order.id)
+        snapshot = await uow.orders.save(order)
+        await uow.commit()
+        return snapshot
+
+
+async def record_status(
+    pool: asyncpg.Pool, change: RecordStatusInput, now: datetime
+) -> OrderSnapshot:
+    """Record a status change that is not a fill; a terminal status releases what is left
+    of the order's reservation in the same transaction.
+
+    Idempotent: a change already made, or one the order can no longer make because it has
+    moved on (a cancel after the last fill), is a no-op returning the current order.
+    """
+    async with UnitOfWork(pool) as uow:
+        head = await uow.orders.get_row(change.order_id)
+        portfolio = await uow.portfolios.get(
+            head["portfolio_id"], for_update=True, symbols=[], reservations_for=[change.order_id]
+        )
+        order = await uow.orders.get(change.order_id, for_update=True)
+        try:
+            changed = _change_status(order, change, now)
+        except IllegalTransitionError as err:
+            log.info("order %s: %s; it stays %s", order.id, err, order.status.value)
+            changed = False
+        if order.status.is_terminal and order.id in portfolio.reservations:
+            portfolio.release(order.id)
+            await uow.portfolios.sync_reservation(portfolio, order.id)
+            changed = True
+        if not changed:
+            return order_snapshot_from_row(head)
+        snapshot = await uow.orders.save(order)
+        await uow.commit()
+        return snapshot
+
+
+def _change_status(order: Order, change: RecordStatusInput, now: datetime) -> bool:
+    """Apply one non-fill status change to the order; False if it is already there."""
+    target = change.status
+    if target is OrderStatus.SUBMITTED and order.status is not OrderStatus.PENDING_CANCEL:
+        if order.broker_order_id == change.broker_order_id and order.submitted_at:
+            return False
+        order.submit(change.broker_order_id or "", at=now)
+        return True
+    if order.status is target:
+        return False
+    if target is OrderStatus.PENDING_CANCEL:
+        order.request_cancel(at=now)
+    elif target is OrderStatus.CANCELED:
+        order.cancel(change.reason, at=now)
+    elif target is OrderStatus.EXPIRED:
+        order.expire(at=now)
+    elif target is OrderStatus.REJECTED:
+        order.reject(change.reason or "rejected", change.code, at=now)
+    elif target in (OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED):
+        order.cancel_refused(at=now)
+    else:
+        order.transition_to(target, at=now)
+    return True
