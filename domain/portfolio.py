@@ -252,10 +252,16 @@ class Portfolio:
                 self.gross_loss -= effect.realized_pnl
         reservation = self.reservations.get(order.id)
         if reservation is not None:
-            # The fill consumes what it cost out of the reservation; a better price leaves a
-            # remainder that is released when the order ends.
-            cost = max(ZERO, -effect.cash_delta) if effect.opened_quantity else ZERO
-            reservation.amount = max(ZERO, reservation.amount - cost)
+            # The reservation holds buying power for the opening part only (risk sizes it
+            # so), so a fill consumes what its opening part used: the covering part of a
+            # flip frees exposure instead of spending it. A better price leaves a remainder
+            # that is released when the order ends.
+            used = (
+                round_cents(effect.opened_quantity * fill.price) + effect.commission
+                if effect.opened_quantity
+                else ZERO
+            )
+            reservation.amount = max(ZERO, reservation.amount - used)
             reservation.quantity = order.remaining_quantity
             if order.status.is_terminal:
                 self.release(order.id)

@@ -160,8 +160,20 @@ async def record_status(
 
 
 def _change_status(order: Order, change: RecordStatusInput, now: datetime) -> bool:
-    """Apply one non-fill status change to the order; False if it is already there."""
+    """Apply one non-fill status change to the order; False if it is already there.
+
+    A closed order never changes again: a stale answer (a poll that started before the
+    cancel completed) is a no-op. A broker that rejects an order we hold as partially filled
+    or pending cancel has closed it: with fills it is recorded canceled (what was filled
+    stays filled; the reject reason and code are kept), without fills rejected.
+    """
     target = change.status
+    if order.status.is_terminal:
+        return False
+    if target is OrderStatus.REJECTED and order.filled_quantity > 0:
+        order.cancel(f"rejected by the broker: {change.reason or 'no reason given'}", at=now)
+        order.reject_code = change.code
+        return True
     if target is OrderStatus.SUBMITTED and order.status is not OrderStatus.PENDING_CANCEL:
         if order.broker_order_id == change.broker_order_id and order.submitted_at:
             return False

@@ -248,3 +248,45 @@ async def test_listing_orders_filters_by_status_and_symbol_and_bounds_the_page(d
             OrderFilter(portfolio_id=portfolio.id, status=[OrderStatus.FILLED])
         )
     assert len(aapl) == 2 and len(one) == 1 and none == []
+
+
+@pytest.mark.parametrize("working", [OrderStatus.PARTIALLY_FILLED, OrderStatus.PENDING_CANCEL])
+async def test_a_broker_reject_closes_a_partly_filled_order_and_releases_the_rest(db_pool, working):
+    """The broker has closed the order: it must close in the books too (it used to be
+    swallowed as an illegal transition, leaving the workflow polling and the cash held)."""
+    portfolio = await new_portfolio(db_pool)
+    order = await submitted(db_pool, portfolio, "AAPL", "10")
+    await ledger.apply_fill(db_pool, order.order_id, Fill("f-1", D("4"), D("100"), executed_at=NOW))
+    if working is OrderStatus.PENDING_CANCEL:
+        await ledger.record_status(db_pool, RecordStatusInput(order.order_id, working), NOW)
+    change = RecordStatusInput(
+        order.order_id, OrderStatus.REJECTED, reason="halted", code="BROKER_REJECTED"
+    )
+    closed = await ledger.record_status(db_pool, change, NOW)
+    assert closed.status is OrderStatus.CANCELED and closed.filled_quantity == D("4")
+    assert closed.reject_code == "BROKER_REJECTED" and "halted" in (closed.reject_reason or "")
+    assert (await load(db_pool, portfolio.id)).reservations == {}
+
+
+async def test_a_broker_reject_of_an_unfilled_order_pending_cancel_rejects_it(db_pool):
+    portfolio = await new_portfolio(db_pool)
+    order = await submitted(db_pool, portfolio, "AAPL", "10")
+    await ledger.record_status(
+        db_pool, RecordStatusInput(order.order_id, OrderStatus.PENDING_CANCEL), NOW
+    )
+    change = RecordStatusInput(order.order_id, OrderStatus.REJECTED, reason="no", code="X")
+    closed = await ledger.record_status(db_pool, change, NOW)
+    assert closed.status is OrderStatus.REJECTED
+    assert (await load(db_pool, portfolio.id)).reservations == {}
+
+
+async def test_a_stale_working_status_after_the_cancel_completed_changes_nothing(db_pool):
+    """A poll that started before the cancel answers `submitted` (no broker id) after the
+    order closed: a no-op, not a ValidationError that would fail the workflow."""
+    portfolio = await new_portfolio(db_pool)
+    order = await submitted(db_pool, portfolio, "AAPL", "10")
+    change = RecordStatusInput(order.order_id, OrderStatus.CANCELED, reason="client")
+    canceled = await ledger.record_status(db_pool, change, NOW)
+    for stale in (OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED, OrderStatus.REJECTED):
+        again = await ledger.record_status(db_pool, RecordStatusInput(order.order_id, stale), NOW)
+        assert again == canceled

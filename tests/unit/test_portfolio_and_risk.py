@@ -216,3 +216,27 @@ def test_risk_limits_refuse_nonsense():
         RiskLimits(max_concentration=D("1.5"))
     with pytest.raises(ValueError, match="max_positions"):
         RiskLimits(max_positions=0)
+
+
+def test_a_buy_that_flips_a_short_consumes_its_reservation_only_for_the_opening_part():
+    """Short 10, buy 30 at 100: a fill of 12 covers the 10 and opens 2. The reservation
+    (20 opening shares) loses 2 x 100, not 12 x 100, so buying power is not overstated and
+    a second buy cannot drive cash below zero at leverage 1."""
+    p = portfolio(cash="3000")  # leverage 1
+    short = accepted(p, order("AAPL", "10", SELL), "100")
+    short.submit("b-short")
+    p.apply_fill(short, Fill("x-short", D("10"), D("100")))
+    flip = accepted(p, order("AAPL", "30", BUY, limit="100"), "100")
+    assert p.reservations[flip.id].amount == D("2000.00")  # 20 opening shares
+    flip.submit("b-flip")
+    p.apply_fill(flip, Fill("x-flip-1", D("12"), D("100")))
+    assert p.reservations[flip.id].amount == D("1800.00")  # 18 opening shares still to come
+
+    assert p.buying_power() == D("1000.00")  # equity 3000 - exposure 200 - reserved 1800
+    second = order("AAPL", "15", BUY, limit="100")  # 1500: fits only an overstated figure
+    second.portfolio_id = p.id
+    assert accept_order(p, second, D("100")).code is ErrorCode.INSUFFICIENT_FUNDS
+
+    p.apply_fill(flip, Fill("x-flip-2", D("18"), D("100")))
+    assert p.cash >= 0
+    assert p.ledger_imbalance() == 0
