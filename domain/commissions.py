@@ -33,6 +33,25 @@ class CommissionModel(Protocol):
     ) -> Money: ...
 
 
+def execution_commission(
+    model: CommissionModel,
+    side: str,
+    cumulative_quantity: Decimal,
+    cumulative_notional: Decimal,
+    charged: Decimal,
+) -> Decimal:
+    """The commission of one execution, with the model's minimum and caps applied per order.
+
+    Brokers charge a per-order minimum once, not on every partial fill: the order's
+    commission on everything filled so far (at its average price), less what its earlier
+    executions paid. The executions of an order therefore add up to exactly the commission
+    of the whole order, which is what pre-trade risk reserves.
+    """
+    average = cumulative_notional / cumulative_quantity
+    total = model.commission(side, cumulative_quantity, average).amount
+    return max(Decimal(0), total - charged)
+
+
 def _check_trade(
     side: str, quantity: Decimal, price: Decimal, monthly_volume: Decimal
 ) -> tuple[Decimal, Decimal, Decimal]:

@@ -44,7 +44,7 @@ from contracts.payloads import (
     SubmitResult,
 )
 from contracts.ports import BrokerOrderNotFoundError, BrokerRejectedError, MarketData
-from domain.commissions import CommissionModel
+from domain.commissions import CommissionModel, execution_commission
 from domain.errors import DomainError
 from domain.market import Quote, SymbolNotFoundError
 from domain.orders import OrderSide, OrderStatus, TimeInForce
@@ -100,7 +100,9 @@ _ORDER_COLUMNS = """
     o.quantity, o.limit_price, o.stop_price, o.status, o.filled_quantity, o.filled_notional,
     o.triggered, o.created_at, o.expires_at, o.last_quote_at, o.reason,
     (SELECT count(*) FROM venue_executions e WHERE e.client_order_id = o.client_order_id)
-        AS fills
+        AS fills,
+    (SELECT coalesce(sum(e.commission), 0) FROM venue_executions e
+     WHERE e.client_order_id = o.client_order_id) AS commission_paid
 """
 
 
@@ -420,9 +422,14 @@ class PaperVenue:
                 notional += match.quantity * match.price
                 status = "filled" if filled == order.quantity else "partially_filled"
                 execution_id = f"{order.broker_order_id}-{order.fills + 1}"
-                commission = self.commission_model.commission(
-                    order.side.value, match.quantity, match.price
-                ).amount
+                # The minimum and caps apply per order, as at a broker (and as reserved).
+                commission = execution_commission(
+                    self.commission_model,
+                    order.side.value,
+                    filled,
+                    notional,
+                    row["commission_paid"],
+                )
                 kind = BrokerEventType.FILL if status == "filled" else BrokerEventType.PARTIAL_FILL
                 fields = payload(
                     broker_order_id=order.broker_order_id,

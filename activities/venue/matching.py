@@ -26,8 +26,10 @@ Matching rules (one pass, `match_once`, at the venue clock's `now`):
   quote at that pass cancel them likewise.
 * DAY orders carry `expires_at = sessions.next_close(submitted at)`; a pass at or after it
   expires the order (expiry is checked before matching, and also while the market is closed).
-* Commission per execution from the commission model (no monthly volume: the venue has no
-  notion of an account).
+* Commission with the model's minimum and caps applied per order, as brokers charge them:
+  each execution pays the order's commission so far less what its earlier executions paid
+  (`domain.commissions.execution_commission`; no monthly volume: the venue has no notion
+  of an account).
 * Deterministic: broker order ids are derived from the client order id (uuid5), execution
   ids are `{broker_order_id}-{n}`, prices come from the feed and the clock only.
 """

@@ -517,7 +517,9 @@ async def test_closed_market_rejects_day_ioc_fok_but_takes_gtc(make_venue: MakeV
     assert (await v.venue.get_order(gtc)).status is OrderStatus.FILLED
 
 
-async def test_commission_of_each_execution_comes_from_the_model(make_venue: MakeVenue):
+async def test_a_per_trade_fee_is_charged_once_per_order_not_per_partial_fill(
+    make_venue: MakeVenue,
+):
     v = await make_venue(commission_model=FixedPerTrade(Decimal("4.95")))
     v.quote("199.90", "200.00", ask_size=300)
     oid = await v.submit(quantity="500")
@@ -526,8 +528,25 @@ async def test_commission_of_each_execution_comes_from_the_model(make_venue: Mak
     await v.match()
 
     state = await v.venue.get_order(oid)
-    assert [e.commission for e in state.executions] == [Decimal("4.95"), Decimal("4.95")]
+    assert [e.commission for e in state.executions] == [Decimal("4.95"), Decimal("0.00")]
     assert state.status is OrderStatus.FILLED
+
+
+async def test_a_per_share_minimum_applies_once_across_ten_partial_fills(make_venue: MakeVenue):
+    """100 shares at 10.00, $0.005 a share with a $1 minimum, filled 10 at a time: the
+    order pays $1.00 in all (what risk reserved), not $1 on each of ten executions."""
+    v = await make_venue(commission_model=PerShare(minimum=Decimal("1.00")))
+    v.quote("9.99", "10.00", ask_size=10)
+    oid = await v.submit(quantity="100", order_type=OrderType.LIMIT, limit_price="10.00")
+    await v.match()
+    for _ in range(9):
+        v.quote("9.99", "10.00", ask_size=10)
+        await v.match()
+
+    state = await v.venue.get_order(oid)
+    assert state.status is OrderStatus.FILLED and len(state.executions) == 10
+    assert sum(e.commission for e in state.executions) == Decimal("1.00")
+    assert state.executions[0].commission == Decimal("1.00")
 
 
 # -- the matching loop ------------------------------------------------------------------------
