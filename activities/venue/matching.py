@@ -13,7 +13,8 @@ Matching rules (one pass, `match_once`, at the venue clock's `now`):
   size, in time priority, so the venue never fills more than the quote showed.
 * Market orders (and triggered stops) fill at the far touch (ask for a buy, bid for a sell)
   plus slippage `slippage_bps x (fill quantity / displayed size)` of the touch, rounded to
-  the tick against the taker (up for a buy, down for a sell).
+  the nearest tick, a half tick against the taker (up for a buy, down for a sell); quotes
+  are on the tick grid, so a fill is never better than the touch.
 * Limit orders (and triggered stop-limits) fill when marketable (buy: ask <= limit; sell:
   bid >= limit) at the touch, which is at or better than the limit; no slippage: the limit
   is the price its owner chose, and the fill is capped at the displayed size anyway.
