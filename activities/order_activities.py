@@ -21,6 +21,7 @@ from contracts.payloads import (
     AcceptInput,
     ApplyFillInput,
     BrokerOrderState,
+    BrokerReachability,
     OrderRequest,
     OrderSnapshot,
     RecordStatusInput,
@@ -125,6 +126,15 @@ class OrderActivities:
         """
         return await ledger.record_status(self.pool, input, self.clock())
 
+    @activity.defn(name=ActivityName.RECORD_BROKER_REACHABILITY)
+    async def record_broker_reachability(self, input: BrokerReachability) -> None:
+        """Mark the order as waiting for an unreachable broker, or clear the mark.
+
+        Idempotent: it sets one column to the given value; running it twice writes the
+        same value twice. Safe as a short store step: no broker call.
+        """
+        await ledger.record_broker_reachability(self.pool, input.order_id, input.unreachable_since)
+
     @activity.defn(name=ActivityName.SUBMIT_ORDER)
     async def submit_order(self, request: OrderRequest) -> SubmitResult:
         """Send the order to the broker with our order id as its client order id.
@@ -166,4 +176,5 @@ class OrderActivities:
             self.submit_order,
             self.get_broker_order,
             self.cancel_at_broker,
+            self.record_broker_reachability,
         ]

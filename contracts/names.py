@@ -19,6 +19,7 @@ class ActivityName(StrEnum):
     SUBMIT_ORDER = "submit_order"
     GET_BROKER_ORDER = "get_broker_order"
     CANCEL_AT_BROKER = "cancel_at_broker"
+    RECORD_BROKER_REACHABILITY = "record_broker_reachability"
     # operations
     MARKET_DAY = "market_day"
     TAKE_SNAPSHOTS = "take_snapshots"

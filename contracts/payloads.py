@@ -175,6 +175,16 @@ class RecordStatusInput:
 
 
 @dataclass
+class BrokerReachability:
+    """Whether an order's workflow can reach the broker: `unreachable_since` while it
+    cannot (it waits and retries), None again once the broker answers."""
+
+    order_id: UUID
+    unreachable_since: datetime | None
+    reason: str | None = None
+
+
+@dataclass
 class CancelRequest:
     reason: str = "canceled by client"
 

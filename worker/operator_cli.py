@@ -80,7 +80,8 @@ def order_id_argument(text: str) -> UUID:
 def stuck_query() -> str:
     """The Temporal UI's visibility query for orders waiting on the broker."""
     statuses = ", ".join(f'"{s.value}"' for s in AT_BROKER)
-    return f'ExecutionStatus="Running" AND OrderStatus IN ({statuses})'
+    waiting = f'OrderStatus IN ({statuses}) OR BrokerStatus="unreachable"'
+    return f'ExecutionStatus="Running" AND ({waiting})'
 
 
 def workflow_url(ui_url: str, namespace: str, workflow_id: str) -> str:
@@ -148,6 +149,9 @@ def _stuck_json(order: StuckOrder, ui: str, namespace: str) -> dict[str, Any]:
         "time_in_force": order.time_in_force,
         "updated_at": order.updated_at.isoformat(),
         "age_seconds": int(order.age.total_seconds()),
+        "broker_unreachable_since": order.broker_unreachable_since.isoformat()
+        if order.broker_unreachable_since
+        else None,
         "workflow_id": order.workflow_id,
         "url": workflow_url(ui, namespace, order.workflow_id),
     }
@@ -167,6 +171,11 @@ def _stuck_table(orders: list[StuckOrder], older_than: timedelta, ui: str, names
                 f"{o.order_id!s:<36}  {o.symbol:<6}  {o.status.value:<16}  {kind:<14}  "
                 f"{format_age(o.age):>8}"
             )
+            if o.broker_unreachable_since is not None:
+                lines.append(
+                    f"    broker unreachable since {o.broker_unreachable_since:%Y-%m-%d %H:%M:%S}"
+                    " UTC: the order waits and retries; it is not closed"
+                )
             lines.append(f"    {workflow_url(ui, namespace, o.workflow_id)}")
         lines.append("")
         lines.append("re-read one at the broker: trading orders reconcile <ORDER ID>")

@@ -4,18 +4,26 @@ quote -> risk + reservation + persist (one transaction) -> submit (client order 
 order id) -> broker events as signals, de-duplicated by execution id, with polling when
 they stop -> each fill applied in one transaction -> terminal: reservation released.
 Any failure after submit cancels at the broker and releases the reservation.
+
+Broker faults never close an order the broker may hold. The order is closed in the books
+only when the broker says it is closed, or provably never received it (it answers that it
+does not know the client order id). An outage of any length, on submit, poll or cancel,
+makes the order wait and try again with a capped backoff (`_until_the_broker_answers`),
+visible while it lasts: the `BrokerStatus` search attribute reads `unreachable` and the
+order row's `broker_unreachable_since` is set (`trading orders stuck` lists it).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from workflows.policies import BROKER_QUERY, QUOTE, STORE, SUBMIT, call
+from workflows.policies import BROKER_QUERY, QUOTE, STORE, SUBMIT, CallPolicy, call
 
 with workflow.unsafe.imports_passed_through():
     from activities.order_activities import OrderActivities
@@ -26,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         BrokerEvent,
         BrokerEventType,
         BrokerOrderState,
+        BrokerReachability,
         CancelRequest,
         OrderSnapshot,
         OrderWorkflowInput,
@@ -38,7 +47,20 @@ with workflow.unsafe.imports_passed_through():
 ORDER_STATUS = SearchAttributeKey.for_keyword("OrderStatus")
 SYMBOL = SearchAttributeKey.for_keyword("Symbol")
 PORTFOLIO_ID = SearchAttributeKey.for_keyword("PortfolioId")
-SEARCH_ATTRIBUTES = (ORDER_STATUS, SYMBOL, PORTFOLIO_ID)
+BROKER_STATUS = SearchAttributeKey.for_keyword("BrokerStatus")  # reachable | unreachable
+SEARCH_ATTRIBUTES = (ORDER_STATUS, SYMBOL, PORTFOLIO_ID, BROKER_STATUS)
+
+# Patch ids (workflow.patched): orders in flight under older code replay their old path.
+OUTAGES_WAIT = "broker-outages-wait"  # an outage waits instead of compensating
+# After the broker was unreachable, wait this long before asking whether it has the order:
+# every submit attempt ends within its start-to-close timeout (and the broker client's own
+# timeout is shorter), so no attempt still in flight can land after the answer.
+IN_FLIGHT_GRACE = timedelta(seconds=60)
+OUTAGE_BACKOFF_FIRST = timedelta(seconds=30)
+OUTAGE_BACKOFF_CAP = timedelta(minutes=10)
+
+R = TypeVar("R")
+A = TypeVar("A")
 
 
 def _newer(current: OrderSnapshot | None, candidate: OrderSnapshot) -> OrderSnapshot:
@@ -106,9 +128,46 @@ class OrderWorkflow:
         if self._cancel_requested:
             await self._record(OrderStatus.CANCELED, reason=self._cancel_reason)
             return
-        result = await call(OrderActivities.submit_order, input.request, SUBMIT)
+        result = await self._until_the_broker_answers(
+            OrderActivities.submit_order, input.request, SUBMIT, give_up=self._submit_moot
+        )
+        if result is None:
+            await self._close_if_never_received()
+            return
         await self._record(OrderStatus.SUBMITTED, broker_order_id=result.broker_order_id)
         self._submitted = True
+
+    def _submit_moot(self) -> bool:
+        """While the broker is unreachable, a submit stops being worth retrying once the
+        order was canceled or its session closed: then we only ask what the broker holds."""
+        expires_at = self._current.expires_at
+        expired = expires_at is not None and workflow.now() >= expires_at
+        return self._cancel_requested or expired
+
+    async def _close_if_never_received(self) -> None:
+        """The submit was given up during an outage (canceled, or expired meanwhile). An
+        attempt may still have landed: wait until none can be in flight, then ask the
+        broker. Unknown there: it never received the order, which closes here. Known: it
+        is live, and the main loop handles it as submitted (cancel or expire at the broker)."""
+        await workflow.sleep(IN_FLIGHT_GRACE)
+        try:
+            state = await self._until_the_broker_answers(
+                OrderActivities.get_broker_order, str(self._current.order_id), BROKER_QUERY
+            )
+        except ActivityError as err:
+            if _error_type(err) != ErrorType.ORDER_NOT_FOUND:
+                raise
+            if self._cancel_requested:
+                await self._record(OrderStatus.CANCELED, reason=self._cancel_reason)
+            else:
+                await self._record(
+                    OrderStatus.EXPIRED, reason="the session closed before the broker answered"
+                )
+            return
+        assert state is not None
+        await self._record(OrderStatus.SUBMITTED, broker_order_id=state.broker_order_id)
+        self._submitted = True
+        await self._apply_state(state)
 
     async def _work(self, input: OrderWorkflowInput) -> OrderSnapshot:
         options = input.options
@@ -207,7 +266,10 @@ class OrderWorkflow:
         """Ask the broker for the order's state and apply whatever the events missed."""
         self._reconcile_requested = False
         broker_id = str(self._current.order_id)
-        state = await call(OrderActivities.get_broker_order, broker_id, BROKER_QUERY)
+        state = await self._until_the_broker_answers(
+            OrderActivities.get_broker_order, broker_id, BROKER_QUERY
+        )
+        assert state is not None  # no give_up: it waits for an answer
         await self._apply_state(state)
 
     async def _apply_state(self, state: BrokerOrderState) -> None:
@@ -277,7 +339,19 @@ class OrderWorkflow:
                     return self._current
             if self._current.status is not OrderStatus.PENDING_CANCEL:
                 await self._record(OrderStatus.PENDING_CANCEL)
-            state = await self._cancel_at_broker()
+            try:
+                state = await self._cancel_at_broker()
+            except ActivityError as err:
+                # The broker does not know the order: it never received it, so it closes
+                # here (a signal handler that raised would fail the whole workflow).
+                if _error_type(err) != ErrorType.ORDER_NOT_FOUND or not workflow.patched(
+                    OUTAGES_WAIT
+                ):
+                    raise
+                await self._record(
+                    OrderStatus.CANCELED, reason=f"{request.reason}; not at the broker"
+                )
+                return self._current
             self._cancel_requested = False
             await self._apply_state(state)
             return self._current
@@ -345,8 +419,63 @@ class OrderWorkflow:
         self._set_order(snapshot)
 
     async def _cancel_at_broker(self) -> BrokerOrderState:
+        """Cancel at the broker and return its state, however long the broker is away."""
         broker_id = str(self._current.order_id)  # our order id is the broker's client order id
-        return await call(OrderActivities.cancel_at_broker, broker_id, BROKER_QUERY)
+        state = await self._until_the_broker_answers(
+            OrderActivities.cancel_at_broker, broker_id, BROKER_QUERY
+        )
+        assert state is not None  # no give_up: it waits for an answer
+        return state
+
+    async def _until_the_broker_answers(
+        self,
+        activity: Callable[[Any, A], Awaitable[R]],
+        arg: A,
+        policy: CallPolicy,
+        give_up: Callable[[], bool] | None = None,
+    ) -> R | None:
+        """Call the broker until it answers; None if `give_up()` says so between attempts.
+
+        Each window of attempts (the policy's schedule-to-close) that ends without an
+        answer marks the order unreachable and waits (30 s doubling to 10 min) before the
+        next: an outage of any length is waited out, never turned into a compensation. A
+        business refusal (non-retryable) is raised at once. Orders started under older
+        code that had no such loop keep their path (patch OUTAGES_WAIT).
+        """
+        outages = 0
+        while True:
+            try:
+                result = await call(activity, arg, policy)
+            except ActivityError as err:
+                if _is_business_refusal(err) or not workflow.patched(OUTAGES_WAIT):
+                    raise
+                outages += 1
+                if outages == 1:
+                    await self._broker_reachable(False, _cause(err))
+                if give_up is not None and give_up():
+                    return None
+                await workflow.sleep(
+                    min(OUTAGE_BACKOFF_FIRST * 2 ** min(outages - 1, 10), OUTAGE_BACKOFF_CAP)
+                )
+                if give_up is not None and give_up():
+                    return None
+                continue
+            if outages:
+                await self._broker_reachable(True)
+            return result
+
+    async def _broker_reachable(self, reachable: bool, why: str | None = None) -> None:
+        if not reachable:
+            workflow.logger.warning("order %s: broker unreachable: %s", self._current.order_id, why)
+        workflow.upsert_search_attributes(
+            [BROKER_STATUS.value_set("reachable" if reachable else "unreachable")]
+        )
+        since = None if reachable else workflow.now()
+        await call(
+            OrderActivities.record_broker_reachability,
+            BrokerReachability(self._current.order_id, since, why),
+            STORE,
+        )
 
     def _resume(self, state: ResumeState) -> None:
         self._set_order(state.snapshot)
@@ -361,6 +490,21 @@ class OrderWorkflow:
         info = workflow.info()
         return info.is_continue_as_new_suggested() or info.get_current_history_length() > max_events
 
+    async def _until_closed_at_broker(self, state: BrokerOrderState) -> None:
+        """A compensation's cancel is done only when the broker confirms the order closed
+        (a broker may cancel asynchronously): re-read until it does, applying any fill."""
+        wait = timedelta(seconds=5)
+        while not state.status.is_terminal:
+            await workflow.sleep(wait)
+            wait = min(wait * 2, OUTAGE_BACKOFF_CAP)
+            answer = await self._until_the_broker_answers(
+                OrderActivities.get_broker_order, str(self._current.order_id), BROKER_QUERY
+            )
+            assert answer is not None
+            state = answer
+            for execution in state.executions:
+                await self._handle(execution)
+
     async def _compensate(self, reason: str, rejected: bool = False) -> OrderSnapshot:
         """Undo what can be undone: cancel at the broker (the order may have landed) and
         close the order, which releases its reservation. What was filled stays filled."""
@@ -369,6 +513,8 @@ class OrderWorkflow:
             state = await self._cancel_at_broker()
             for execution in state.executions:
                 await self._handle(execution)
+            if workflow.patched(OUTAGES_WAIT):
+                await self._until_closed_at_broker(state)
         except ActivityError:
             workflow.logger.warning("compensation: cancel at broker failed for %s", order.order_id)
         if not self._current.is_terminal:
@@ -386,6 +532,12 @@ def _cause(err: BaseException) -> str:
     while cause is not None and cause.__cause__ is not None:
         cause = cause.__cause__
     return str(cause or err)
+
+
+def _is_business_refusal(err: ActivityError) -> bool:
+    """A non-retryable failure (a refusal, a validation error): not an outage to wait out."""
+    cause: Any = err.cause
+    return isinstance(cause, ApplicationError) and cause.non_retryable
 
 
 def _error_type(err: ActivityError) -> str | None:

@@ -159,6 +159,20 @@ async def record_status(
         return snapshot
 
 
+async def record_broker_reachability(
+    pool: asyncpg.Pool, order_id: UUID, unreachable_since: datetime | None
+) -> None:
+    """Set (or clear, with None) the time since when the order's broker is unreachable.
+    A mark already set keeps its first instant: the outage started then."""
+    await pool.execute(
+        "UPDATE orders SET broker_unreachable_since = "
+        "CASE WHEN $2::timestamptz IS NULL THEN NULL "
+        "ELSE coalesce(broker_unreachable_since, $2) END WHERE id = $1",
+        order_id,
+        unreachable_since,
+    )
+
+
 def _change_status(order: Order, change: RecordStatusInput, now: datetime) -> bool:
     """Apply one non-fill status change to the order; False if it is already there.
 

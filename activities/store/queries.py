@@ -139,6 +139,7 @@ class StuckOrder:
     time_in_force: str
     updated_at: datetime
     age: timedelta
+    broker_unreachable_since: datetime | None = None  # waiting out a broker outage
 
     @property
     def workflow_id(self) -> str:
@@ -151,20 +152,24 @@ async def find_stuck_orders(
     now: datetime | None = None,
     limit: int = 100,
 ) -> list[StuckOrder]:
-    """Orders at the broker (submitted, partially filled, pending cancel) whose row has not
-    changed for `older_than`, the longest-waiting first."""
+    """Orders waiting on the broker for longer than `older_than`, the longest-waiting
+    first: at the broker (submitted, partially filled, pending cancel) with a row unchanged
+    for that long, or open and unable to reach the broker for that long (any status)."""
     now = now or datetime.now(UTC)
     rows = await pool.fetch(
         """
-        SELECT id, portfolio_id, symbol, status, order_type, time_in_force, updated_at
+        SELECT id, portfolio_id, symbol, status, order_type, time_in_force, updated_at,
+               broker_unreachable_since
         FROM orders
-        WHERE status = ANY($1::text[]) AND updated_at < $2
-        ORDER BY updated_at, id
+        WHERE (status = ANY($1::text[]) AND updated_at < $2)
+           OR (broker_unreachable_since < $2 AND status = ANY($4::text[]))
+        ORDER BY least(updated_at, broker_unreachable_since), id
         LIMIT $3
         """,
         [s.value for s in AT_BROKER],
         now - older_than,
         max(1, min(limit, 1000)),
+        [s.value for s in OrderStatus if s.is_open],
     )
     return [
         StuckOrder(
@@ -175,7 +180,8 @@ async def find_stuck_orders(
             order_type=row["order_type"],
             time_in_force=row["time_in_force"],
             updated_at=row["updated_at"],
-            age=now - row["updated_at"],
+            age=now - min(row["updated_at"], row["broker_unreachable_since"] or now),
+            broker_unreachable_since=row["broker_unreachable_since"],
         )
         for row in rows
     ]

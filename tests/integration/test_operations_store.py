@@ -215,6 +215,6 @@ def test_the_operator_commands_parse_as_documented():
     assert operator.format_age(timedelta(minutes=75)) == "1h 15m"
     assert operator.format_age(timedelta(seconds=42)) == "42s"
     assert operator.stuck_query() == (
-        'ExecutionStatus="Running" AND OrderStatus IN '
-        '("submitted", "partially_filled", "pending_cancel")'
+        'ExecutionStatus="Running" AND (OrderStatus IN '
+        '("submitted", "partially_filled", "pending_cancel") OR BrokerStatus="unreachable")'
     )

@@ -1,0 +1,232 @@
+"""Broker faults never lose money: on the time-skipping server, with the real store, paper
+venue and outbox, behind a broker link and an event path that the test can cut.
+
+The rule under test: an order closes in the books only when the broker says it closed, or
+provably never received it; an outage of any length only makes the order wait, visibly.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+from decimal import Decimal as D
+
+import pytest
+from temporalio.client import WorkflowExecutionStatus
+
+from activities.store.queries import find_stuck_orders
+from contracts.payloads import CancelRequest, OrderWorkflowOptions
+from domain.orders import OrderStatus
+from workflows.order import BROKER_STATUS, OrderWorkflow
+
+from .harness import Stack, running_stack, terminal
+
+pytestmark = pytest.mark.integration
+
+POLL_SOON = OrderWorkflowOptions(poll_interval_seconds=30, max_poll_interval_seconds=60)
+
+
+class BrokerLink:
+    """The paper venue behind a link the test cuts and restores: while it is down every
+    call fails as a network error, and the venue's events do not get through either (the
+    outbox keeps them and the relay retries). The venue itself keeps working."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.calls: Counter[str] = Counter()
+        self.venue = None
+
+    def broker(self, venue):
+        self.venue = venue
+        return self
+
+    def events(self, send):
+        async def deliver(workflow_id, event):
+            if self.down:
+                raise ConnectionError("event stream unreachable")
+            await send(workflow_id, event)
+
+        return deliver
+
+    def _through(self, name: str) -> None:
+        self.calls[name] += 1
+        if self.down:
+            raise ConnectionError(f"broker unreachable ({name})")
+
+    async def submit(self, request):
+        self._through("submit")
+        return await self.venue.submit(request)
+
+    async def get_order(self, client_order_id):
+        self._through("get_order")
+        return await self.venue.get_order(client_order_id)
+
+    async def cancel(self, client_order_id):
+        self._through("cancel")
+        return await self.venue.cancel(client_order_id)
+
+    async def positions(self):
+        return await self.venue.positions()
+
+    async def open_orders(self):
+        return await self.venue.open_orders()
+
+
+async def skip(stack: Stack, total: timedelta) -> None:
+    """Let `total` of workflow time pass, in steps short enough for one RPC deadline."""
+    step = timedelta(minutes=3)
+    while total > timedelta(0):
+        await stack.env.sleep(min(step, total))
+        total -= step
+
+
+async def broker_status(stack: Stack, order_id) -> str | None:
+    description = await stack.handle(order_id).describe()
+    return description.typed_search_attributes.get(BROKER_STATUS)
+
+
+async def unreachable_since(stack: Stack, order_id):
+    return await stack.pool.fetchval(
+        "SELECT broker_unreachable_since FROM orders WHERE id = $1", order_id
+    )
+
+
+async def books_equal_the_venue(stack: Stack, order_id) -> None:
+    ours = await stack.order(order_id)
+    theirs = await stack.venue.get_order(str(order_id))
+    assert ours.status is theirs.status
+    assert ours.filled_quantity == theirs.filled_quantity
+    executions = await stack.pool.fetch(
+        "SELECT execution_id FROM executions WHERE order_id = $1", order_id
+    )
+    assert {r["execution_id"] for r in executions} == {e.execution_id for e in theirs.executions}
+    portfolio = await stack.portfolio_now()
+    assert portfolio.ledger_imbalance() == 0 and portfolio.cash >= 0
+
+
+async def test_a_twenty_minute_outage_leaves_a_resting_order_open_and_its_fill_is_booked(
+    own_temporal_env, db_pool
+):
+    link = BrokerLink()
+    async with running_stack(
+        own_temporal_env, db_pool, broker=link.broker, deliver=link.events, options=POLL_SOON
+    ) as stack:
+        stack.feed.set_quote("AAPL", "199.98", "200.00")
+        decided = await stack.place("AAPL", "10", order_type="limit", limit="190.00", tif="gtc")
+        await stack.wait_for(decided.order_id, terminal(OrderStatus.SUBMITTED))
+
+        link.down = True
+        await skip(stack, timedelta(minutes=20))
+        waiting = await stack.order(decided.order_id)
+        assert waiting.status is OrderStatus.SUBMITTED  # never compensated, never canceled
+        assert await broker_status(stack, decided.order_id) == "unreachable"
+        assert await unreachable_since(stack, decided.order_id) is not None
+        stuck = await find_stuck_orders(db_pool, timedelta(0))
+        assert decided.order_id in {s.order_id for s in stuck}
+        assert link.calls["get_order"] > 3  # it kept asking
+
+        stack.feed.set_quote("AAPL", "189.98", "190.00")  # the venue fills while we are cut off
+        link.down = False
+        filled = await stack.wait_for(decided.order_id, terminal(OrderStatus.FILLED), timeout=30)
+        assert filled.filled_quantity == D("10")
+        await stack.wait_for(decided.order_id, lambda o: True)
+        await skip(stack, timedelta(minutes=1))
+        assert await unreachable_since(stack, decided.order_id) is None
+        assert await broker_status(stack, decided.order_id) == "reachable"
+        portfolio = await stack.portfolio_now()
+        assert portfolio.positions["AAPL"].quantity == D("10")
+        assert portfolio.reservations == {}
+        await books_equal_the_venue(stack, decided.order_id)
+
+
+async def test_a_cancel_signal_during_an_outage_waits_for_the_broker_instead_of_failing(
+    own_temporal_env, db_pool
+):
+    link = BrokerLink()
+    async with running_stack(
+        own_temporal_env, db_pool, broker=link.broker, deliver=link.events, options=POLL_SOON
+    ) as stack:
+        stack.feed.set_quote("MSFT", "399.98", "400.00")
+        decided = await stack.place("MSFT", "5", order_type="limit", limit="380.00", tif="gtc")
+        await stack.wait_for(decided.order_id, terminal(OrderStatus.SUBMITTED))
+        handle = stack.handle(decided.order_id)
+
+        link.down = True
+        await handle.signal(OrderWorkflow.cancel_request, CancelRequest("kill switch"))
+        await handle.signal(OrderWorkflow.cancel_request, CancelRequest("operator, again"))
+        await skip(stack, timedelta(minutes=15))
+        assert (await handle.describe()).status is WorkflowExecutionStatus.RUNNING
+        pending = await stack.order(decided.order_id)
+        assert pending.status is OrderStatus.PENDING_CANCEL
+        assert (await stack.portfolio_now()).reservations != {}  # still held: it may fill
+        assert (await stack.venue.get_order(str(decided.order_id))).status is OrderStatus.SUBMITTED
+
+        link.down = False
+        canceled = await stack.wait_for(decided.order_id, terminal(OrderStatus.CANCELED), 30)
+        assert canceled.filled_quantity == 0
+        assert (await stack.venue.get_order(str(decided.order_id))).status is (OrderStatus.CANCELED)
+        assert (await stack.portfolio_now()).reservations == {}
+        await books_equal_the_venue(stack, decided.order_id)
+
+
+async def test_an_order_canceled_while_its_submit_cannot_reach_the_broker_closes_once_the_broker_says_it_never_got_it(  # noqa: E501
+    own_temporal_env, db_pool
+):
+    link = BrokerLink()
+    async with running_stack(
+        own_temporal_env, db_pool, broker=link.broker, deliver=link.events, options=POLL_SOON
+    ) as stack:
+        stack.feed.set_quote("NVDA", "179.98", "180.00")
+        link.down = True
+        decided = await stack.place("NVDA", "3", order_type="limit", limit="170.00", tif="gtc")
+        await skip(stack, timedelta(minutes=6))
+        assert (await stack.order(decided.order_id)).status is OrderStatus.ACCEPTED
+        await stack.handle(decided.order_id).signal(
+            OrderWorkflow.cancel_request, CancelRequest("changed my mind")
+        )
+        await skip(stack, timedelta(minutes=6))
+        assert not (await stack.order(decided.order_id)).is_terminal  # cannot know yet
+
+        link.down = False
+        await skip(stack, timedelta(minutes=12))
+        result = await stack.result(decided.order_id)
+        assert result.status is OrderStatus.CANCELED
+        assert await stack.venue_orders() == 0  # it never reached the venue
+        assert (await stack.portfolio_now()).reservations == {}
+
+
+class AnswerLost(BrokerLink):
+    """The first submit reaches the venue, then the link goes down before the answer."""
+
+    async def submit(self, request):
+        if self.calls["submit"] == 0:
+            self.calls["submit"] += 1
+            await self.venue.submit(request)
+            self.down = True
+            raise TimeoutError("the answer was lost")
+        return await super().submit(request)
+
+
+async def test_an_order_whose_submit_landed_unseen_is_canceled_at_the_broker_not_just_forgotten(
+    own_temporal_env, db_pool
+):
+    link = AnswerLost()
+    async with running_stack(
+        own_temporal_env, db_pool, broker=link.broker, deliver=link.events, options=POLL_SOON
+    ) as stack:
+        stack.feed.set_quote("AMD", "159.98", "160.00")
+        decided = await stack.place("AMD", "4", order_type="limit", limit="150.00", tif="gtc")
+        await skip(stack, timedelta(minutes=6))
+        await stack.handle(decided.order_id).signal(
+            OrderWorkflow.cancel_request, CancelRequest("changed my mind")
+        )
+        await skip(stack, timedelta(minutes=3))
+        link.down = False
+        await skip(stack, timedelta(minutes=12))
+        result = await stack.result(decided.order_id)
+        assert result.status is OrderStatus.CANCELED
+        assert (await stack.venue.get_order(str(decided.order_id))).status is (
+            OrderStatus.CANCELED
+        )  # not left working at the venue
+        assert (await stack.portfolio_now()).reservations == {}
+        await books_equal_the_venue(stack, decided.order_id)
