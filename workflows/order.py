@@ -83,6 +83,7 @@ class OrderWorkflow:
         self._cancel_reason = "canceled by client"
         self._reconcile_requested = False
         self._idle_polls = 0  # polls in a row that found nothing new
+        self._marked_unreachable = False  # the order row says the broker is unreachable
 
     # -- the saga ---------------------------------------------------------------------------
 
@@ -219,6 +220,8 @@ class OrderWorkflow:
             if self._reconcile_requested and not self._current.is_terminal:
                 await self._poll_broker()
         await workflow.wait_condition(workflow.all_handlers_finished)
+        if self._marked_unreachable:  # closed by the broker's own events meanwhile
+            await self._broker_reachable(True)
         return self._current
 
     # -- broker events ----------------------------------------------------------------------
@@ -249,7 +252,7 @@ class OrderWorkflow:
             ):
                 # The broker filled more than we have applied: fetch the missing executions
                 # before closing the order, so a lost fill event never loses a fill.
-                await self._poll_broker()
+                await self._poll_broker(interruptible=False)
                 if self._current.is_terminal:
                     return
             status = {
@@ -262,15 +265,21 @@ class OrderWorkflow:
             await self._record(OrderStatus.SUBMITTED, broker_order_id=event.broker_order_id)
             self._submitted = True
 
-    async def _poll_broker(self) -> None:
-        """Ask the broker for the order's state and apply whatever the events missed."""
+    async def _poll_broker(self, interruptible: bool = True) -> None:
+        """Ask the broker for the order's state and apply whatever the events missed.
+
+        While the broker is unreachable, an interruptible poll stops waiting as soon as
+        events get through, so the main loop applies them instead of sitting in a backoff."""
         self._reconcile_requested = False
         broker_id = str(self._current.order_id)
         state = await self._until_the_broker_answers(
-            OrderActivities.get_broker_order, broker_id, BROKER_QUERY
+            OrderActivities.get_broker_order,
+            broker_id,
+            BROKER_QUERY,
+            give_up=(lambda: bool(self._events)) if interruptible else None,
         )
-        assert state is not None  # no give_up: it waits for an answer
-        await self._apply_state(state)
+        if state is not None:
+            await self._apply_state(state)
 
     async def _apply_state(self, state: BrokerOrderState) -> None:
         for execution in state.executions:
@@ -450,21 +459,25 @@ class OrderWorkflow:
                 if _is_business_refusal(err) or not workflow.patched(OUTAGES_WAIT):
                     raise
                 outages += 1
-                if outages == 1:
+                if not self._marked_unreachable:
                     await self._broker_reachable(False, _cause(err))
                 if give_up is not None and give_up():
                     return None
-                await workflow.sleep(
-                    min(OUTAGE_BACKOFF_FIRST * 2 ** min(outages - 1, 10), OUTAGE_BACKOFF_CAP)
-                )
-                if give_up is not None and give_up():
+                pause = min(OUTAGE_BACKOFF_FIRST * 2 ** min(outages - 1, 10), OUTAGE_BACKOFF_CAP)
+                if give_up is None:
+                    await workflow.sleep(pause)
+                    continue
+                try:  # a reason to give up (an event, a cancel) ends the pause early
+                    await workflow.wait_condition(give_up, timeout=pause)
                     return None
-                continue
-            if outages:
+                except TimeoutError:
+                    continue
+            if self._marked_unreachable:
                 await self._broker_reachable(True)
             return result
 
     async def _broker_reachable(self, reachable: bool, why: str | None = None) -> None:
+        self._marked_unreachable = not reachable
         if not reachable:
             workflow.logger.warning("order %s: broker unreachable: %s", self._current.order_id, why)
         workflow.upsert_search_attributes(

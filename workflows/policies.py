@@ -40,17 +40,19 @@ STORE = CallPolicy(
     timedelta(seconds=30),
     RetryPolicy(maximum_interval=timedelta(minutes=1), non_retryable_error_types=NON_RETRYABLE),
 )
-# A submit is safe to retry (the adapter looks the order up by client order id first), but
-# an order that cannot reach the broker within minutes is stale: give up and compensate.
+# Broker calls retry inside a window of two minutes; a window that ends without an answer
+# makes the order workflow mark the broker unreachable and wait before the next window
+# (OrderWorkflow._until_the_broker_answers), for as long as the outage lasts. A submit is
+# safe to retry: the adapter looks the order up by client order id first.
 SUBMIT = CallPolicy(
     timedelta(seconds=30),
     RetryPolicy(maximum_interval=timedelta(seconds=30), non_retryable_error_types=NON_RETRYABLE),
-    schedule_to_close=timedelta(minutes=5),
+    schedule_to_close=timedelta(minutes=2),
 )
 BROKER_QUERY = CallPolicy(
     timedelta(seconds=30),
     RetryPolicy(maximum_interval=timedelta(seconds=30), non_retryable_error_types=NON_RETRYABLE),
-    schedule_to_close=timedelta(minutes=10),
+    schedule_to_close=timedelta(minutes=2),
 )
 QUICK = CallPolicy(
     timedelta(seconds=30),
