@@ -64,6 +64,12 @@ class TradingApiError(Exception):
         self.request_id = request_id
         self.headers = headers or httpx.Headers()
 
+    @property
+    def retry_after(self) -> int | None:
+        """Seconds to wait before retrying, when the answer says (429, 503)."""
+        value = self.headers.get("Retry-After")
+        return int(value) if value and value.isdigit() else None
+
 
 class ValidationError(TradingApiError):
     code = "VALIDATION_ERROR"
@@ -88,11 +94,6 @@ class MarketClosedError(TradingApiError):
 class RateLimitExceededError(TradingApiError):
     code = "RATE_LIMIT_EXCEEDED"
 
-    @property
-    def retry_after(self) -> int | None:
-        value = self.headers.get("Retry-After")
-        return int(value) if value and value.isdigit() else None
-
 
 class AuthenticationError(TradingApiError):
     code = "AUTHENTICATION_ERROR"
@@ -104,6 +105,16 @@ class NotFoundError(TradingApiError):
 
 class ConflictError(TradingApiError):
     code = "CONFLICT"
+
+
+class UnsupportedMediaTypeError(TradingApiError):
+    code = "UNSUPPORTED_MEDIA_TYPE"
+
+
+class ServiceUnavailableError(TradingApiError):
+    """A dependency did not answer in time; retry after `retry_after` seconds."""
+
+    code = "SERVICE_UNAVAILABLE"
 
 
 class InternalError(TradingApiError):
@@ -122,6 +133,8 @@ ERRORS: dict[str, type[TradingApiError]] = {
         AuthenticationError,
         NotFoundError,
         ConflictError,
+        UnsupportedMediaTypeError,
+        ServiceUnavailableError,
         InternalError,
     )
 }
@@ -192,7 +205,9 @@ class Credentials:
 
 
 class RequestSigner(httpx.Auth):
-    """Signs each request as sent: method, path with query, raw body, unix seconds."""
+    """Signs each request as sent: method, the target exactly as written on the request
+    line (path, then `?` and the query; a bare trailing `?` is kept, see api/signing.py),
+    the raw body, unix seconds."""
 
     requires_request_body = True
 
@@ -206,7 +221,7 @@ class RequestSigner(httpx.Auth):
             self.api_key,
             self._secret,
             request.method,
-            request.url.raw_path,  # bytes: the path and query string exactly as sent
+            request.url.raw_path,  # bytes: the request line's target, exactly as sent
             request.content,
             int(self.clock()),
         )

@@ -24,18 +24,20 @@ from domain.errors import ErrorCode
 from domain.errors import ValidationError as DomainValidationError
 
 REQUEST_ID_HEADER = "X-Request-ID"
+ACCEPTED_MEDIA_TYPE = "application/json; charset=utf-8"
 
 DESCRIPTIONS = {
-    400: "VALIDATION_ERROR: a body that cannot be decoded (not UTF-8)",
     401: "AUTHENTICATION_ERROR: missing, malformed, wrong, stale or replayed signature",
     404: "NOT_FOUND (or SYMBOL_NOT_FOUND): no such resource in this key's portfolio",
     405: "VALIDATION_ERROR: method not allowed",
     409: "CONFLICT: the order is already terminal",
     413: "VALIDATION_ERROR: the request body is too large",
-    422: "VALIDATION_ERROR with the field, or the risk refusal's code",
+    415: "UNSUPPORTED_MEDIA_TYPE: a body that is not application/json in UTF-8 (no BOM)",
+    422: "VALIDATION_ERROR with the field (malformed JSON, a duplicate key, a number out of "
+    "range, a rule of the field), or the risk refusal's code",
     429: "RATE_LIMIT_EXCEEDED, with Retry-After",
     500: "INTERNAL_ERROR",
-    503: "INTERNAL_ERROR: a dependency is unavailable or slow; retry (Retry-After)",
+    503: "SERVICE_UNAVAILABLE: a dependency is unavailable or slow; retry (Retry-After)",
 }
 
 
@@ -65,7 +67,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-COMMON_ERRORS = error_responses(400, 401, 413, 422, 429, 500, 503)
+COMMON_ERRORS = error_responses(401, 413, 415, 422, 429, 500, 503)
 
 
 def invalid(field: str, reason: str, status: int = 422) -> ApiError:
@@ -75,6 +77,29 @@ def invalid(field: str, reason: str, status: int = 422) -> ApiError:
         ErrorCode.VALIDATION_ERROR,
         f"invalid {field}: {reason}",
         {"field": field, "reason": reason, "errors": [{"field": field, "reason": reason}]},
+    )
+
+
+def unsupported_media_type(field: str, reason: str) -> ApiError:
+    """A body the API does not read: not application/json, or not UTF-8 (api/body.py)."""
+    return ApiError(
+        415,
+        ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+        f"unsupported {field}: {reason}",
+        {"field": field, "reason": reason, "accepted": ACCEPTED_MEDIA_TYPE},
+    )
+
+
+def unavailable(
+    message: str, details: Mapping[str, Any] | None = None, retry_after: int = 1
+) -> ApiError:
+    """503: a dependency did not answer (in time); the same request may succeed later."""
+    return ApiError(
+        503,
+        ErrorCode.SERVICE_UNAVAILABLE,
+        message,
+        details,
+        headers={"Retry-After": str(retry_after)},
     )
 
 
@@ -165,7 +190,7 @@ def install_error_handlers(app: FastAPI, clock: Callable[[], datetime]) -> None:
             reason = f"method {request.method} is not allowed here; allowed: {allowed}"
             error = invalid("method", reason, status=405)
             error.headers = headers
-        elif exc.status_code < 500:  # FastAPI's 400: a body it cannot decode at all
+        elif exc.status_code < 500:  # FastAPI's 400, which api/body.py's rules pre-empt
             error = invalid("body", str(exc.detail), status=exc.status_code)
         else:
             error = ApiError(exc.status_code, ErrorCode.INTERNAL_ERROR, "internal error")

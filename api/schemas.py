@@ -2,8 +2,12 @@
 
 Amounts, prices and quantities travel as decimal strings ("150.50"), never as JSON numbers:
 a JSON number with a fraction is a binary float on most clients. The request types accept
-an integer too, and refuse fractional JSON numbers with a field-level reason. Only pydantic
-is imported here, so the Python client can parse answers with these same models.
+an integer too, and refuse fractional JSON numbers with a field-level reason. Every numeric
+input is bounded before any arithmetic touches it (`_decimal_input`): at most
+MAX_INTEGER_DIGITS digits before the point and MAX_FRACTION_DIGITS after it, finite, so
+that no rule of a field (quantize, a tick's remainder) can overflow the decimal context
+and answer 500 instead of the field's 422. Only pydantic is imported here, so the Python
+client can parse answers with these same models.
 """
 
 from __future__ import annotations
@@ -31,24 +35,47 @@ from domain.orders import OrderSide, OrderStatus, OrderType, TimeInForce, valida
 from domain.portfolio import TradingState
 from domain.values import Quantity, decimal_text
 
-DECIMAL_TEXT = re.compile(r"^-?[0-9]{1,20}(\.[0-9]{1,20})?$")
+MAX_INTEGER_DIGITS = 20
+MAX_FRACTION_DIGITS = 20
+DECIMAL_TEXT = re.compile(
+    rf"^-?[0-9]{{1,{MAX_INTEGER_DIGITS}}}(\.[0-9]{{1,{MAX_FRACTION_DIGITS}}})?$"
+)
 # Far above any real order; keeps every amount derived from it inside the store's columns.
 MAX_ORDER_QUANTITY = Decimal("1000000000")
 SYMBOL_REGEX = r"^[A-Z][A-Z0-9.]{0,9}$"
 CLIENT_ORDER_ID_REGEX = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 
 
+_TOO_LARGE = f"must have at most {MAX_INTEGER_DIGITS} digits before the decimal point"
+
+
 def _decimal_input(value: Any) -> Decimal:
-    """A decimal string or an integer; floats and exponents are refused, not rounded."""
+    """A decimal string or an integer; floats and exponents are refused, not rounded, and
+    the size is checked before anything computes with the value."""
     if isinstance(value, bool) or isinstance(value, float):
         raise ValueError('must be a decimal string such as "150.50" (or an integer), not a float')
     if isinstance(value, int):
+        if abs(value) >= 10**MAX_INTEGER_DIGITS:  # an int comparison: no decimal context
+            raise ValueError(_TOO_LARGE)
         return Decimal(value)
     if isinstance(value, Decimal):
-        return value
+        return _bounded(value)
     if not isinstance(value, str) or not DECIMAL_TEXT.match(value):
         raise ValueError('must be a decimal string such as "150.50"')
-    return Decimal(value)
+    return Decimal(value)  # the pattern bounds both parts
+
+
+def _bounded(value: Decimal) -> Decimal:
+    """A Decimal built elsewhere (Python callers): finite and within the digits of text.
+    `adjusted()` and the exponent are read from the representation, not computed."""
+    if not value.is_finite():
+        raise ValueError("must be a finite number")
+    if value and value.adjusted() >= MAX_INTEGER_DIGITS:
+        raise ValueError(_TOO_LARGE)
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -MAX_FRACTION_DIGITS:
+        raise ValueError(f"must have at most {MAX_FRACTION_DIGITS} decimal places")
+    return value
 
 
 def _order_quantity(value: Decimal) -> Decimal:

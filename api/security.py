@@ -1,8 +1,15 @@
-"""Authentication of /api/v1 requests: body size limit, HMAC signature, replay guard.
+"""Authentication of /api/v1 requests: body size limit, HMAC signature, replay guard, and
+then the body rules of api/body.py.
 
 Done in an ASGI middleware rather than a route dependency because it must see the raw body
 before FastAPI parses it: a request is authenticated before anything about its content is
-answered (a malformed JSON body from an unknown caller gets 401, not a parser's 422).
+answered (a malformed JSON body from an unknown caller gets 401, not a parser's 422). The
+order of the answers is fixed: 413 (too large to read), 401 (the signature covers the
+body), then 415 (not application/json in UTF-8) and 422 (not strict JSON) from
+`check_body`, and only then FastAPI's routing and validation.
+
+The signed target: api/signing.py (`targets`) says which forms of the target a request
+reported by the ASGI server may have been signed with.
 
 Replays: a captured request re-sent inside the clock-skew window carries a valid signature.
 For non-idempotent methods (POST) the digest of every accepted signature is inserted into
@@ -20,7 +27,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -29,6 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from activities.store import keys as api_keys
 from api import signing
+from api.body import check_body
 from api.deps import Principal
 from api.errors import ApiError, error_response
 from api.metrics import Metrics
@@ -66,8 +74,10 @@ class Authenticator:
         return ApiError(401, ErrorCode.AUTHENTICATION_ERROR, message, details)
 
     async def authenticate(
-        self, method: str, target: bytes, body: bytes, headers: Headers
+        self, method: str, targets: Sequence[bytes], body: bytes, headers: Headers
     ) -> Principal:
+        """`targets`: the forms of the request target the signature may cover (see
+        `signing.targets`)."""
         key_id = headers.get(signing.API_KEY_HEADER)
         timestamp = headers.get(signing.TIMESTAMP_HEADER)
         signature = headers.get(signing.SIGNATURE_HEADER)
@@ -105,7 +115,7 @@ class Authenticator:
             log.warning("key %s does not match the master key (was it rotated?)", key.key_id)
             raise self._refuse("master_key_mismatch", REJECTED)
         secret = api_keys.derive_secret(self._master_key, key.key_id)
-        if not signing.verify(secret, method, target, body, timestamp, signature):
+        if not signing.verify(secret, method, targets, body, timestamp, signature):
             raise self._refuse("bad_signature", REJECTED)
         if method not in IDEMPOTENT_METHODS:
             expires_at = datetime.fromtimestamp(int(timestamp), now.tzinfo) + timedelta(
@@ -133,7 +143,8 @@ class Authenticator:
 
 class SignatureMiddleware:
     """Buffers the body (refusing more than `max_body_bytes` with 413), then authenticates
-    every /api/v1 request and hands the principal to the routes in `scope["state"]`."""
+    every /api/v1 request, hands the principal to the routes in `scope["state"]`, and
+    checks its body against api/body.py's rules (415, 422)."""
 
     def __init__(
         self,
@@ -155,13 +166,14 @@ class SignatureMiddleware:
             body = await self._read_body(scope, receive)
             path: str = scope["path"]
             if path == SIGNED_PREFIX or path.startswith(SIGNED_PREFIX + "/"):
-                target = scope.get("raw_path") or path.encode("utf-8")
-                if scope.get("query_string"):
-                    target += b"?" + scope["query_string"]
+                raw_path = scope.get("raw_path") or path.encode("utf-8")
+                targets = signing.targets(raw_path, scope.get("query_string", b""))
+                headers = Headers(scope=scope)
                 principal = await self.authenticator.authenticate(
-                    scope["method"], target, body, Headers(scope=scope)
+                    scope["method"], targets, body, headers
                 )
                 scope.setdefault("state", {})["principal"] = principal
+                check_body(headers, body)
         except ApiError as error:
             await error_response(scope, error, self.clock())(scope, receive, send)
             return

@@ -12,9 +12,8 @@ from decimal import Decimal
 from fastapi import APIRouter, Response
 
 from api.deps import Deps, MetricsDep
-from api.errors import ApiError, error_responses
+from api.errors import error_responses, unavailable
 from api.schemas import ComponentStatus, Health, Readiness
-from domain.errors import ErrorCode
 
 log = logging.getLogger("trading.api.health")
 
@@ -53,11 +52,10 @@ async def ready(deps: Deps) -> Readiness:
     if all(component.status == "up" for component in components.values()):
         return Readiness(status="ready", components=components)
     down = sorted(name for name, component in components.items() if component.status == "down")
-    raise ApiError(
-        503,
-        ErrorCode.INTERNAL_ERROR,
+    raise unavailable(
         f"not ready: {', '.join(down)} unavailable",
         {"components": {name: c.model_dump(mode="json") for name, c in components.items()}},
+        retry_after=CHECK_TIMEOUT_SECONDS,
     )
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query
 
 from api.deps import Deps, rate_limited
-from api.errors import ApiError, error_responses
+from api.errors import ApiError, error_responses, unavailable
 from api.routes import API_V1
 from api.schemas import SYMBOL_REGEX, BarList, BarPublic, QuotePublic
 from domain.errors import ErrorCode
@@ -32,12 +32,7 @@ def _unknown(symbol: str) -> ApiError:
 
 def _unavailable(symbol: str, err: Exception) -> ApiError:
     log.warning("market data for %s failed: %s", symbol, type(err).__name__)
-    return ApiError(
-        503,
-        ErrorCode.INTERNAL_ERROR,
-        "market data is unavailable; retry later",
-        headers={"Retry-After": "1"},
-    )
+    return unavailable("market data is unavailable; retry later")
 
 
 @router.get("/quote/{symbol}", response_model=QuotePublic, summary="Top of book")

@@ -18,7 +18,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api import queries
 from api.deps import CurrentKey, Deps, MetricsDep, rate_limited
-from api.errors import ApiError, error_responses, invalid, not_found
+from api.errors import ApiError, error_responses, invalid, not_found, unavailable
 from api.routes import API_V1
 from api.schemas import SYMBOL_REGEX, OrderCreate, OrderPage, OrderPlaced, OrderPublic
 from bootstrap import control
@@ -150,22 +150,11 @@ async def _check_symbol(deps: Deps, symbol: str, metrics: MetricsDep) -> None:
         raise invalid("symbol", err.rule) from None
     except Exception as err:
         log.warning("market data unavailable for %s: %s", symbol, type(err).__name__)
-        raise ApiError(
-            503,
-            ErrorCode.INTERNAL_ERROR,
-            "market data is unavailable; retry later",
-            headers={"Retry-After": "1"},
-        ) from None
+        raise unavailable("market data is unavailable; retry later") from None
 
 
 def _not_yet(message: str, details: dict[str, str]) -> ApiError:
-    return ApiError(
-        503,
-        ErrorCode.INTERNAL_ERROR,
-        f"{message}; retry with the same client_order_id to get the order",
-        details,
-        headers={"Retry-After": "1"},
-    )
+    return unavailable(f"{message}; retry with the same client_order_id to get the order", details)
 
 
 @router.get(
@@ -256,13 +245,10 @@ async def cancel_order(order_id: UUID, deps: Deps, key: CurrentKey) -> OrderPubl
                 deps.temporal, order.order_id, reason="canceled by client"
             )
     except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
-        raise ApiError(
-            503,
-            ErrorCode.INTERNAL_ERROR,
+        raise unavailable(
             "the cancel is on its way but the broker has not answered yet; "
             "GET the order for its status",
             {"order_id": str(order_id)},
-            headers={"Retry-After": "1"},
         ) from None
     except (WorkflowUpdateFailedError, RPCError) as err:
         # The validator refuses a terminal order; a closed workflow is a terminal order too.
@@ -270,8 +256,8 @@ async def cancel_order(order_id: UUID, deps: Deps, key: CurrentKey) -> OrderPubl
         if now is not None and now.is_terminal:
             raise _already(now) from None
         log.warning("cancel of %s failed: %s", order_id, type(err).__name__)
-        raise ApiError(
-            503, ErrorCode.INTERNAL_ERROR, "the cancel could not be delivered; retry"
+        raise unavailable(
+            "the cancel could not be delivered; retry", {"order_id": str(order_id)}
         ) from None
     return order_public(result)
 

@@ -89,6 +89,18 @@ async def test_a_rate_limited_call_raises_with_retry_after(api: Api, client: Asy
     assert limited.value.retry_after is not None and limited.value.retry_after >= 1
 
 
+async def test_an_unavailable_dependency_raises_service_unavailable_with_retry_after(
+    api: Api, client: AsyncTradingClient
+):
+    api.stack.feed.set_bars("IBM", [])  # known symbol, no quote scripted: the feed raises
+
+    with pytest.raises(api_client.ServiceUnavailableError) as unavailable:
+        await client.get_quote("IBM")
+
+    assert unavailable.value.status == 503
+    assert unavailable.value.retry_after == 1
+
+
 def api_client_rule(per_minute: int):  # type: ignore[no-untyped-def]
     from bootstrap.settings import RateLimitRule
 

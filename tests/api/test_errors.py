@@ -45,15 +45,15 @@ async def test_an_unhandled_exception_answers_500_without_internals(api: Api):
     assert error["request_id"] in error["message"]
 
 
-async def test_a_failing_market_data_source_answers_503(api: Api):
+async def test_a_failing_market_data_source_answers_503_service_unavailable(api: Api):
     api.stack.feed.set_bars("IBM", [])  # known symbol, no quote scripted: the feed raises
 
-    response = await api.caller.get("/api/v1/market-data/quote/IBM")
+    quote = await api.caller.get("/api/v1/market-data/quote/IBM")
     placing = await api.place(symbol="IBM")
 
-    assert_envelope(response, 503, "INTERNAL_ERROR")
-    assert response.headers["Retry-After"] == "1"
-    assert_envelope(placing, 503, "INTERNAL_ERROR")
+    for response in (quote, placing):
+        assert_envelope(response, 503, "SERVICE_UNAVAILABLE")
+        assert response.headers["Retry-After"] == "1"
     assert await api.counts() == (0, 0)
 
 
@@ -89,7 +89,8 @@ async def test_ready_answers_503_per_component_when_the_broker_is_down(api: Api)
     api.app.state.deps.broker_ready = down
     response = await api.http.get("/ready")
 
-    error = assert_envelope(response, 503, "INTERNAL_ERROR")
+    error = assert_envelope(response, 503, "SERVICE_UNAVAILABLE")
+    assert response.headers["Retry-After"] == "2"
     components = error["details"]["components"]
     assert components["broker"]["status"] == "down"
     assert {components[name]["status"] for name in ("database", "temporal", "market_data")} == {

@@ -8,7 +8,10 @@ from uuid import UUID, uuid4
 
 import httpx
 import pytest
+from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.service import RPCError, RPCStatusCode
 
+from bootstrap import control
 from contracts.payloads import order_id_for, workflow_id_for
 from domain.orders import OrderStatus
 from tests.api.conftest import Api, Caller, assert_envelope, build_app, fresh_id
@@ -262,7 +265,35 @@ async def test_no_decision_in_time_answers_503_with_retry_after(api: Api):
         caller = Caller(http, api.caller.key_id, api.caller.secret, api.caller.portfolio_id)
         response = await api.place(caller)
 
-    error = assert_envelope(response, 503, "INTERNAL_ERROR")
+    error = assert_envelope(response, 503, "SERVICE_UNAVAILABLE")
     assert response.headers["Retry-After"] == "1"
     assert set(error["details"]) == {"order_id", "client_order_id"}
     assert await api.counts() == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("failure", "words"),
+    [
+        (WorkflowUpdateRPCTimeoutOrCancelledError(), "on its way"),
+        (RPCError("unavailable", RPCStatusCode.UNAVAILABLE, b""), "could not be delivered"),
+    ],
+    ids=["not answered in time", "not delivered"],
+)
+async def test_a_cancel_that_does_not_get_through_answers_503_with_retry_after(
+    api: Api, monkeypatch: pytest.MonkeyPatch, failure: Exception, words: str
+):
+    placed = await api.place(order_type="limit", limit_price="100.00")
+    order_id = UUID(placed.json()["order_id"])
+    await api.stack.wait_for(order_id, terminal(OrderStatus.SUBMITTED))
+
+    async def cancel_order(*args: object, **kwargs: object) -> None:
+        raise failure
+
+    monkeypatch.setattr(control, "cancel_order", cancel_order)
+    response = await api.caller.delete(f"/api/v1/orders/{order_id}")
+
+    error = assert_envelope(response, 503, "SERVICE_UNAVAILABLE")
+    assert words in error["message"]
+    assert error["details"]["order_id"] == str(order_id)
+    assert response.headers["Retry-After"] == "1"
+    assert (await api.stack.order(order_id)).status is OrderStatus.SUBMITTED

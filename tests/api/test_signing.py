@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from activities.store import keys as api_keys
+from api.client import AsyncTradingClient
 from api.signing import API_KEY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from tests.api.conftest import MASTER_KEY, Api, Caller, assert_envelope, build_app, fresh_id
 
@@ -98,6 +99,72 @@ async def test_a_tampered_query_is_refused(api: Api):
 async def test_a_signature_without_the_query_string_is_refused(api: Api):
     response = await api.caller.get("/api/v1/orders?limit=5", signed_target="/api/v1/orders")
     assert_envelope(response, 401, "AUTHENTICATION_ERROR")
+
+
+async def test_a_get_signed_as_sent_with_an_empty_query_string_passes(api: Api):
+    """PATH is the target as sent: `/api/v1/portfolio?` is signed with its `?`."""
+    response = await api.caller.get("/api/v1/portfolio?")
+
+    assert api.caller.sent[-1].url.raw_path == b"/api/v1/portfolio?"
+    assert response.status_code == 200, response.text
+
+
+async def test_a_trailing_question_mark_signed_by_hand_passes_over_the_wire(api: Api, server: str):
+    """Through uvicorn, whose request line keeps the `?` that ASGI then drops."""
+    import hashlib
+    import hmac
+
+    timestamp = str(int(time.time()))
+    message = f"GET|/api/v1/orders?||{timestamp}"
+    signature = hmac.new(api.caller.secret.encode(), message.encode(), hashlib.sha256).hexdigest()
+    headers = {"X-API-Key": api.caller.key_id, "X-Timestamp": timestamp, "X-Signature": signature}
+    async with httpx.AsyncClient(base_url=server) as http:
+        request = http.build_request("GET", "/api/v1/orders?", headers=headers)
+        response = await http.send(request)
+
+    assert request.url.raw_path == b"/api/v1/orders?"  # what went on the request line
+    assert response.status_code == 200, response.text
+
+
+async def test_the_python_client_signs_a_trailing_question_mark_as_the_server_checks_it(
+    api: Api, server: str
+):
+    async with AsyncTradingClient(server, api.caller.key_id, api.caller.secret) as client:
+        response = await client.http.get("/api/v1/portfolio?")
+
+    assert response.status_code == 200, response.text
+
+
+async def test_an_empty_query_string_verifies_whether_or_not_the_signer_kept_its_mark(api: Api):
+    """The server cannot see an empty query's `?` (ASGI drops it): both forms name the same
+    request, so a signature over either passes."""
+    with_mark = await api.caller.get("/api/v1/portfolio", signed_target="/api/v1/portfolio?")
+    without_mark = await api.caller.get("/api/v1/portfolio?", signed_target="/api/v1/portfolio")
+
+    assert with_mark.status_code == without_mark.status_code == 200
+
+
+async def test_a_signature_over_an_empty_query_string_does_not_cover_a_query(api: Api):
+    response = await api.caller.get("/api/v1/orders?status=filled", signed_target="/api/v1/orders?")
+
+    assert_envelope(response, 401, "AUTHENTICATION_ERROR")
+
+
+async def test_a_replay_under_the_other_form_of_an_empty_query_is_refused(api: Api):
+    """The replay guard keys on the signature, so adding a `?` does not make a replay new."""
+    first = await api.caller.post("/api/v1/orders", json=ORDER)
+    captured = api.caller.sent[-1]
+    replay = await api.http.send(
+        api.http.build_request(
+            "POST", "/api/v1/orders?", content=captured.content, headers=captured.headers
+        )
+    )
+
+    assert first.status_code == 201, first.text
+    error = assert_envelope(replay, 401, "AUTHENTICATION_ERROR")
+    assert "replayed" in error["message"]
+    orders, _ = await api.counts()
+    assert orders == 1
 
 
 async def test_a_signature_for_another_method_is_refused(api: Api):
