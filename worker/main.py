@@ -51,7 +51,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event, pool: asyncpg.Pool
     broker = build_broker(settings, venue)
     activities = OrderActivities(pool, feed, broker, sessions, commission)
     operations = OperationsActivities(pool, broker, feed, sessions)
-    deliver = temporal_deliver(client)
+    deliver = temporal_deliver(client, pool)
     relay = OutboxRelay(pool, deliver)
 
     async def after_reconnect() -> None:

@@ -16,7 +16,7 @@ from uuid import UUID
 import asyncpg
 
 from activities.store.repositories import UnitOfWork, order_snapshot_from_row
-from contracts.payloads import OrderRequest, OrderSnapshot, RecordStatusInput
+from contracts.payloads import BrokerEvent, OrderRequest, OrderSnapshot, RecordStatusInput
 from domain.errors import IllegalTransitionError
 from domain.orders import Fill, Order, OrderSide, OrderStatus, TimeInForce
 from domain.portfolio import Portfolio
@@ -157,6 +157,84 @@ async def record_status(
         snapshot = await uow.orders.save(order)
         await uow.commit()
         return snapshot
+
+
+async def book_late_event(pool: asyncpg.Pool, client_order_id: str, event: BrokerEvent) -> bool:
+    """A broker event for an order whose workflow has closed: keep it, flagged for
+    operators in `late_broker_events`, and apply a fill to the ledger. Returns whether a
+    fill was applied by this call.
+
+    Idempotent: the fill goes through `apply_fill`, which applies an execution id once,
+    and the audit row is keyed on the execution id (or event and order for non-fills), so
+    a redelivery writes nothing new. An event of an order we do not know is kept, not
+    applied.
+    """
+    order_id = _our_order_id(client_order_id)
+    if order_id is not None and not await pool.fetchval(
+        "SELECT 1 FROM orders WHERE id = $1", order_id
+    ):
+        order_id = None
+    applied = False
+    note = "workflow closed; kept for operators"
+    if event.event.is_fill and order_id is not None:
+        if event.execution_id is None or event.quantity is None or event.price is None:
+            note = "a fill without execution id, quantity or price: not applied"
+        else:
+            fill = Fill(
+                execution_id=event.execution_id,
+                quantity=event.quantity,
+                price=event.price,
+                commission=event.commission,
+                executed_at=event.timestamp,
+            )
+            before = await pool.fetchval(
+                "SELECT 1 FROM executions WHERE execution_id = $1", event.execution_id
+            )
+            await apply_fill(pool, order_id, fill)
+            applied = before is None
+            note = "fill after the workflow closed: applied to the ledger"
+    elif order_id is None:
+        note = "no order of ours has this client order id"
+    inserted = await pool.fetchval(
+        """
+        INSERT INTO late_broker_events (dedupe_key, client_order_id, order_id, event, payload,
+                                        applied, note)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        ON CONFLICT (dedupe_key) DO NOTHING
+        RETURNING id
+        """,
+        event.execution_id or f"{event.event.value}:{client_order_id}",
+        client_order_id,
+        order_id,
+        event.event.value,
+        {
+            "execution_id": event.execution_id,
+            "quantity": event.quantity,
+            "price": event.price,
+            "commission": event.commission,
+            "cumulative_quantity": event.cumulative_quantity,
+            "reason": event.reason,
+            "timestamp": event.timestamp,
+        },
+        applied or (event.event.is_fill and order_id is not None),
+        note,
+    )
+    if inserted is not None:
+        log.warning(
+            "late broker event %s for %s (workflow closed): %s",
+            event.event.value,
+            client_order_id,
+            note,
+        )
+    return applied
+
+
+def _our_order_id(client_order_id: str) -> UUID | None:
+    """Our client order id is our order id; anything else was not placed by us."""
+    try:
+        return UUID(client_order_id)
+    except ValueError:
+        return None
 
 
 async def record_broker_reachability(

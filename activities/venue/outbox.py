@@ -25,6 +25,7 @@ from asyncpg.pool import PoolConnectionProxy
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.store import ledger
 from contracts.payloads import BrokerEvent, BrokerEventType
 from contracts.ports import Deliver
 
@@ -98,15 +99,16 @@ def workflow_id_for_client_order(client_order_id: str) -> str:
     return f"order-{client_order_id}"
 
 
-def temporal_deliver(client: Client) -> Deliver:
+def temporal_deliver(client: Client, pool: asyncpg.Pool) -> Deliver:
     """A deliver function that signals `broker_event` on the order's workflow.
 
     The client must use the pydantic data converter (the event carries Decimals). A workflow
-    that does not exist (an order placed at the venue outside our workflows, or one already
-    closed) is logged and counts as delivered: there is no one to tell, and retrying would
-    block the events behind it forever. Any other error is raised, so the row stays
-    undelivered and is sent again on a later pass. Sending an event twice is harmless: the
-    workflow ignores a fill whose execution id it has applied, and a status it already has.
+    that is closed (or never existed: an order placed outside our workflows) cannot take
+    the event, and the event is not dropped: `ledger.book_late_event` keeps it, flagged for
+    operators, and applies a fill to the ledger once by execution id; then it counts as
+    delivered. Any other error is raised, so the row stays undelivered and is sent again on
+    a later pass (as is an event whose booking fails). Sending an event twice is harmless:
+    the workflow ignores a fill whose execution id it has applied, and a status it has.
     """
 
     async def deliver(workflow_id: str, event: BrokerEvent) -> None:
@@ -115,9 +117,7 @@ def temporal_deliver(client: Client) -> Deliver:
         except RPCError as err:
             if err.status is not RPCStatusCode.NOT_FOUND:
                 raise
-            log.warning(
-                "no workflow %s for venue event %s (%s); dropped", workflow_id, event.event, err
-            )
+            await ledger.book_late_event(pool, event.client_order_id, event)
 
     return deliver
 

@@ -286,7 +286,10 @@ async def test_temporal_deliver_signals_broker_event_on_the_order_workflow(
     await venue.submit(order)
     client = FakeClient()
 
-    assert await OutboxRelay(db_pool, temporal_deliver(cast(Client, client))).relay_once() == 1
+    assert (
+        await OutboxRelay(db_pool, temporal_deliver(cast(Client, client), db_pool)).relay_once()
+        == 1
+    )
 
     [(workflow_id, name, event)] = client.signals
     assert (workflow_id, name, event.event) == (
@@ -302,7 +305,10 @@ async def test_temporal_deliver_counts_a_missing_workflow_as_delivered(
     await venue.submit(request())
     client = FakeClient(RPCError("workflow not found", RPCStatusCode.NOT_FOUND, b""))
 
-    assert await OutboxRelay(db_pool, temporal_deliver(cast(Client, client))).relay_once() == 1
+    assert (
+        await OutboxRelay(db_pool, temporal_deliver(cast(Client, client), db_pool)).relay_once()
+        == 1
+    )
     assert await undelivered(db_pool) == 0
 
 
@@ -312,5 +318,8 @@ async def test_temporal_deliver_leaves_the_event_undelivered_on_other_errors(
     await venue.submit(request())
     client = FakeClient(RPCError("server unavailable", RPCStatusCode.UNAVAILABLE, b""))
 
-    assert await OutboxRelay(db_pool, temporal_deliver(cast(Client, client))).relay_once() == 0
+    assert (
+        await OutboxRelay(db_pool, temporal_deliver(cast(Client, client), db_pool)).relay_once()
+        == 0
+    )
     assert await undelivered(db_pool) == 1

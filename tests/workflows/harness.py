@@ -182,7 +182,7 @@ async def running_stack(
         COMMISSION,
         clock=lambda: datetime.now(UTC),
     )
-    send = temporal_deliver(env.client)
+    send = temporal_deliver(env.client, pool)
     relay = OutboxRelay(pool, deliver(send) if deliver else send)
     stop = asyncio.Event()
     stack = Stack(

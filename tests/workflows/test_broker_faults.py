@@ -15,7 +15,8 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus
 
 from activities.store.queries import find_stuck_orders
-from contracts.payloads import CancelRequest, OrderWorkflowOptions
+from activities.venue.outbox import temporal_deliver
+from contracts.payloads import BrokerEvent, BrokerEventType, CancelRequest, OrderWorkflowOptions
 from domain.orders import OrderStatus
 from workflows.order import BROKER_STATUS, OrderWorkflow
 
@@ -230,3 +231,49 @@ async def test_an_order_whose_submit_landed_unseen_is_canceled_at_the_broker_not
         )  # not left working at the venue
         assert (await stack.portfolio_now()).reservations == {}
         await books_equal_the_venue(stack, decided.order_id)
+
+
+async def test_a_fill_reported_after_the_workflow_closed_is_booked_once_and_flagged(
+    temporal_env, db_pool
+):
+    """The venue reports a fill for an order whose workflow has already closed: it is
+    applied to the ledger once (by execution id) and kept for operators, never dropped."""
+    async with running_stack(temporal_env, db_pool) as stack:
+        stack.feed.set_quote("KO", "60.00", "60.01")
+        decided = await stack.place("KO", "5", order_type="limit", limit="55.00", tif="gtc")
+        await stack.wait_for(decided.order_id, terminal(OrderStatus.SUBMITTED))
+        await stack.handle(decided.order_id).signal(
+            OrderWorkflow.cancel_request, CancelRequest("client")
+        )
+        closed = await stack.result(decided.order_id)
+        assert closed.status is OrderStatus.CANCELED
+        cash_before = (await stack.portfolio_now()).cash
+
+        late = BrokerEvent(
+            event=BrokerEventType.FILL,
+            client_order_id=str(decided.order_id),
+            timestamp=closed.updated_at,
+            broker_order_id=closed.broker_order_id,
+            execution_id="late-exec-1",
+            quantity=D("2"),
+            price=D("55.00"),
+            cumulative_quantity=D("2"),
+        )
+        deliver = temporal_deliver(temporal_env.client, db_pool)
+        for _ in range(3):  # redelivered: booked once
+            await deliver(f"order-{decided.order_id}", late)
+
+        portfolio = await stack.portfolio_now()
+        assert portfolio.positions["KO"].quantity == D("2")
+        assert portfolio.cash == cash_before - D("110.00")
+        assert portfolio.ledger_imbalance() == 0 and portfolio.reservations == {}
+        assert (
+            await db_pool.fetchval(
+                "SELECT count(*) FROM executions WHERE execution_id = 'late-exec-1'"
+            )
+            == 1
+        )
+        flagged = await db_pool.fetch("SELECT order_id, applied FROM late_broker_events")
+        assert [(r["order_id"], r["applied"]) for r in flagged] == [(decided.order_id, True)]
+        order = await stack.order(decided.order_id)
+        assert order.status is OrderStatus.CANCELED and order.filled_quantity == D("2")
