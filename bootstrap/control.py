@@ -24,6 +24,7 @@ from contracts.payloads import (
     OrderSnapshot,
     OrderWorkflowInput,
     OrderWorkflowOptions,
+    Placement,
     TradingStateChange,
     TradingStateRequest,
     TradingStateWorkflowInput,
@@ -52,10 +53,15 @@ async def _forgetting_the_start(
 
 
 async def place_order(
-    client: Client, request: OrderRequest, options: OrderWorkflowOptions, task_queue: str
-) -> OrderSnapshot:
+    client: Client,
+    request: OrderRequest,
+    options: OrderWorkflowOptions,
+    task_queue: str,
+    request_token: str,
+) -> Placement:
     """Start the order's workflow, or join the one already running for this order id, and
-    answer with risk's decision (OrderWorkflow.decision): accepted or rejected.
+    answer with risk's decision (OrderWorkflow.placement): accepted or rejected, and
+    whether this request (`request_token`) is the one that placed it.
 
     A workflow that already closed refuses the start (REJECT_DUPLICATE): the caller reads
     the order from the store instead (WorkflowAlreadyStartedError or ALREADY_EXISTS)."""
@@ -68,10 +74,10 @@ async def place_order(
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
     )
     call = client.execute_update_with_start_workflow(
-        OrderWorkflow.decision, start_workflow_operation=start
+        OrderWorkflow.placement, request_token, start_workflow_operation=start
     )
     # cast: the SDK types an async update's result as its coroutine
-    return cast(OrderSnapshot, await _forgetting_the_start(start, call))
+    return cast(Placement, await _forgetting_the_start(start, call))
 
 
 async def cancel_order(client: Client, order_id: UUID, reason: str) -> OrderSnapshot:

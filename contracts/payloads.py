@@ -175,6 +175,15 @@ class RecordStatusInput:
 
 
 @dataclass
+class Placement:
+    """The answer to one placing request: the decided order, and whether this request is
+    the one that placed it (exactly one of any number of concurrent duplicates is)."""
+
+    order: OrderSnapshot
+    created: bool
+
+
+@dataclass
 class BrokerReachability:
     """Whether an order's workflow can reach the broker: `unreachable_since` while it
     cannot (it waits and retries), None again once the broker answers."""

@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         CancelRequest,
         OrderSnapshot,
         OrderWorkflowInput,
+        Placement,
         RecordStatusInput,
         ResumeState,
     )
@@ -84,6 +85,7 @@ class OrderWorkflow:
         self._reconcile_requested = False
         self._idle_polls = 0  # polls in a row that found nothing new
         self._marked_unreachable = False  # the order row says the broker is unreachable
+        self._placed_by: str | None = None  # the placing request answered first
 
     # -- the saga ---------------------------------------------------------------------------
 
@@ -381,6 +383,16 @@ class OrderWorkflow:
         """Wait until risk has accepted or refused the order; the API answers with this."""
         await workflow.wait_condition(lambda: self._decided)
         return self._current
+
+    @workflow.update(name="placement")
+    async def placement(self, request_token: str) -> Placement:
+        """Like `decision`, for one placing request named by `request_token`: the first
+        request to be answered placed the order (created), every other one is a duplicate
+        of it. The API answers 201 to the one and 200 to the others."""
+        await workflow.wait_condition(lambda: self._decided)
+        if self._placed_by is None:
+            self._placed_by = request_token
+        return Placement(self._current, created=self._placed_by == request_token)
 
     @workflow.query(name="order")
     def order(self) -> OrderSnapshot | None:

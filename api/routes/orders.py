@@ -81,8 +81,7 @@ async def place_order(
     client_order_id = body.client_order_id or str(uuid.uuid4())
     existing = await queries.find_by_client_order_id(deps.pool, key.portfolio_id, client_order_id)
     if existing is not None:
-        response.status_code = 200
-        return placed(existing, "an order with this client_order_id already exists")
+        return _duplicate(existing, body, response)
     await _check_symbol(deps, body.symbol, metrics)
     assert body.order_type is not None  # set by OrderCreate's validator
     order_id = order_id_for(key.portfolio_id, client_order_id)
@@ -101,8 +100,12 @@ async def place_order(
     pending = {"order_id": str(order_id), "client_order_id": client_order_id}
     try:
         async with asyncio.timeout(deps.settings.api_decision_timeout_seconds):
-            decided = await control.place_order(
-                deps.temporal, request, deps.settings.workflow_options(), deps.settings.task_queue
+            placement = await control.place_order(
+                deps.temporal,
+                request,
+                deps.settings.workflow_options(),
+                deps.settings.task_queue,
+                request_token=uuid.uuid4().hex,
             )
     except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
         raise _not_yet("risk has not decided yet", pending) from None
@@ -126,14 +129,48 @@ async def place_order(
                 "place the order with a new client_order_id",
                 pending,
             ) from None
-        response.status_code = 200
-        return placed(existing, "an order with this client_order_id already exists")
+        return _duplicate(existing, body, response)
+    decided = placement.order
     if decided.status is OrderStatus.REJECTED:
         metrics.orders_rejected.labels(decided.reject_code or "UNKNOWN").inc()
         raise refusal(decided)
+    if not placement.created:  # a concurrent duplicate: another request placed it
+        return _duplicate(decided, body, response)
     metrics.orders_placed.inc()
     log.info("order %s accepted (%s); reason: %r", order_id, decided.status.value, body.reason)
     return placed(decided, "order accepted")
+
+
+def _duplicate(existing: OrderSnapshot, body: OrderCreate, response: Response) -> OrderPlaced:
+    """A client_order_id this portfolio already used: the same order again answers 200
+    with it; a different order under the same id is a conflict (409), never a second one."""
+    asked = (
+        body.symbol,
+        body.side,
+        body.quantity,
+        body.order_type,
+        body.time_in_force,
+        body.limit_price,
+        body.stop_price,
+    )
+    held = (
+        existing.symbol,
+        existing.side,
+        existing.quantity,
+        existing.order_type,
+        existing.time_in_force,
+        existing.limit_price,
+        existing.stop_price,
+    )
+    if asked != held:
+        raise ApiError(
+            409,
+            ErrorCode.CONFLICT,
+            "this client_order_id names a different order; use a new client_order_id",
+            {"order_id": str(existing.order_id), "client_order_id": existing.client_order_id},
+        )
+    response.status_code = 200
+    return placed(existing, "an order with this client_order_id already exists")
 
 
 async def _check_symbol(deps: Deps, symbol: str, metrics: MetricsDep) -> None:
