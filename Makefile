@@ -25,7 +25,7 @@ test-unit: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy domain workflows activities worker api
+	$(BIN)/mypy domain contracts workflows activities bootstrap worker api
 
 up: install
 	$(BIN)/trading up
