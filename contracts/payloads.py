@@ -220,6 +220,8 @@ class ResumeState:
     pending_events: list[BrokerEvent]
     cancel_requested: bool = False
     idle_polls: int = 0
+    cancel_reason: str = "canceled by client"
+    reconcile_requested: bool = False  # a re-read asked for and not yet done
 
 
 @dataclass

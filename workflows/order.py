@@ -190,6 +190,8 @@ class OrderWorkflow:
                             pending_events=list(self._events),
                             cancel_requested=self._cancel_requested,
                             idle_polls=self._idle_polls,
+                            cancel_reason=self._cancel_reason,
+                            reconcile_requested=self._reconcile_requested,
                         ),
                     )
                 )
@@ -510,6 +512,8 @@ class OrderWorkflow:
         self._submitted = state.snapshot.broker_order_id is not None
         self._cancel_requested = state.cancel_requested
         self._idle_polls = state.idle_polls
+        self._cancel_reason = state.cancel_reason
+        self._reconcile_requested = state.reconcile_requested
 
     def _should_continue_as_new(self, max_events: int) -> bool:
         info = workflow.info()
