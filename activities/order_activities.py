@@ -31,7 +31,7 @@ from contracts.ports import Broker, BrokerOrderNotFoundError, BrokerRejectedErro
 from domain.commissions import CommissionModel
 from domain.errors import ValidationError
 from domain.market import Quote, SymbolNotFoundError
-from domain.orders import Fill, OrderSide
+from domain.orders import OrderSide
 
 
 def _non_retryable(err: Exception, kind: ErrorType) -> ApplicationError:
@@ -102,17 +102,10 @@ class OrderActivities:
         Idempotent: the execution id is the executions table's primary key; a second run
         finds it and writes nothing (see ledger.apply_fill).
         """
-        event = input.fill
-        if event.execution_id is None or event.quantity is None or event.price is None:
-            raise _non_retryable(ValueError(f"not a fill: {event}"), ErrorType.VALIDATION_ERROR)
         try:
-            fill = Fill(
-                execution_id=event.execution_id,
-                quantity=event.quantity,
-                price=event.price,
-                commission=event.commission,
-                executed_at=event.timestamp,
-            )
+            fill = ledger.fill_of(input.fill)
+            if fill is None:
+                raise ValidationError("fill", f"not a fill: {input.fill}")
             return await ledger.apply_fill(self.pool, input.order_id, fill)
         except ValidationError as err:
             raise _non_retryable(err, ErrorType.VALIDATION_ERROR) from err

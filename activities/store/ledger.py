@@ -17,7 +17,7 @@ import asyncpg
 
 from activities.store.repositories import UnitOfWork, order_snapshot_from_row
 from contracts.payloads import BrokerEvent, OrderRequest, OrderSnapshot, RecordStatusInput
-from domain.errors import IllegalTransitionError
+from domain.errors import IllegalTransitionError, ValidationError
 from domain.orders import Fill, Order, OrderSide, OrderStatus, TimeInForce
 from domain.portfolio import Portfolio
 from domain.risk import RiskDecision, accept_order
@@ -174,24 +174,22 @@ async def book_late_event(pool: asyncpg.Pool, client_order_id: str, event: Broke
         "SELECT 1 FROM orders WHERE id = $1", order_id
     ):
         order_id = None
-    applied = False
+    applied = booked = False  # applied by this call / in the ledger by now
     note = "workflow closed; kept for operators"
     if event.event.is_fill and order_id is not None:
-        if event.execution_id is None or event.quantity is None or event.price is None:
-            note = "a fill without execution id, quantity or price: not applied"
-        else:
-            fill = Fill(
-                execution_id=event.execution_id,
-                quantity=event.quantity,
-                price=event.price,
-                commission=event.commission,
-                executed_at=event.timestamp,
-            )
+        fill: Fill | None = None
+        try:
+            fill = fill_of(event)
+            if fill is None:
+                note = "a fill without execution id, quantity or price: not applied"
+        except ValidationError as err:  # kept, not retried: a poison row would block the relay
+            note = f"not a valid execution ({err}): not applied"
+        if fill is not None:
             before = await pool.fetchval(
-                "SELECT 1 FROM executions WHERE execution_id = $1", event.execution_id
+                "SELECT 1 FROM executions WHERE execution_id = $1", fill.execution_id
             )
             await apply_fill(pool, order_id, fill)
-            applied = before is None
+            applied, booked = before is None, True
             note = "fill after the workflow closed: applied to the ledger"
     elif order_id is None:
         note = "no order of ours has this client order id"
@@ -216,7 +214,7 @@ async def book_late_event(pool: asyncpg.Pool, client_order_id: str, event: Broke
             "reason": event.reason,
             "timestamp": event.timestamp,
         },
-        applied or (event.event.is_fill and order_id is not None),
+        booked,
         note,
     )
     if inserted is not None:
@@ -227,6 +225,20 @@ async def book_late_event(pool: asyncpg.Pool, client_order_id: str, event: Broke
             note,
         )
     return applied
+
+
+def fill_of(event: BrokerEvent) -> Fill | None:
+    """The execution a fill event reports, or None when it lacks an id, quantity or price.
+    Raises ValidationError for values no execution can have (a non-positive quantity)."""
+    if event.execution_id is None or event.quantity is None or event.price is None:
+        return None
+    return Fill(
+        execution_id=event.execution_id,
+        quantity=event.quantity,
+        price=event.price,
+        commission=event.commission,
+        executed_at=event.timestamp,
+    )
 
 
 def _our_order_id(client_order_id: str) -> UUID | None:
