@@ -107,6 +107,12 @@ class ConflictError(TradingApiError):
     code = "CONFLICT"
 
 
+class TradingHaltedError(TradingApiError):
+    """The portfolio's kill switch is HALTED: no new order until it is resumed."""
+
+    code = "TRADING_HALTED"
+
+
 class UnsupportedMediaTypeError(TradingApiError):
     code = "UNSUPPORTED_MEDIA_TYPE"
 
@@ -133,6 +139,7 @@ ERRORS: dict[str, type[TradingApiError]] = {
         AuthenticationError,
         NotFoundError,
         ConflictError,
+        TradingHaltedError,
         UnsupportedMediaTypeError,
         ServiceUnavailableError,
         InternalError,

@@ -68,7 +68,7 @@ def check_order(
     limits = portfolio.limits
     reducing = opening_quantity(portfolio, order) == 0
     if portfolio.trading_state is TradingState.HALTED:
-        return RiskDecision.deny(ErrorCode.RISK_LIMIT_EXCEEDED, "trading is halted")
+        return RiskDecision.deny(ErrorCode.TRADING_HALTED, "trading is halted")
     if portfolio.trading_state is TradingState.REDUCING and not reducing:
         return RiskDecision.deny(
             ErrorCode.RISK_LIMIT_EXCEEDED,

@@ -66,7 +66,7 @@ async def test_halt_cancels_open_orders_and_refuses_new_ones_until_resumed(api: 
     assert halted.json()["orders_to_cancel"] == [str(order_id)]
     await api.stack.wait_for(order_id, terminal(OrderStatus.CANCELED))
     refused = await api.place(quantity="1")
-    assert_envelope(refused, 422, "RISK_LIMIT_EXCEEDED")
+    assert_envelope(refused, 422, "TRADING_HALTED")
     assert (await api.stack.portfolio_now()).reservations == {}
 
     resumed = await api.caller.request(

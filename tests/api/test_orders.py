@@ -124,13 +124,13 @@ async def test_a_buy_beyond_the_cash_is_refused_with_insufficient_funds(api: Api
     assert (await api.counts())[1] == 0  # and nothing is reserved
 
 
-async def test_a_halted_portfolio_refuses_with_risk_limit_exceeded(api: Api):
+async def test_a_halted_portfolio_refuses_with_trading_halted(api: Api):
     await api.pool.execute(
         "UPDATE portfolios SET trading_state = 'halted' WHERE id = $1", api.caller.portfolio_id
     )
     response = await api.place()
 
-    error = assert_envelope(response, 422, "RISK_LIMIT_EXCEEDED")
+    error = assert_envelope(response, 422, "TRADING_HALTED")
     assert "halted" in error["message"]
 
 

@@ -122,7 +122,7 @@ def test_halted_portfolio_refuses_every_order():
     p = portfolio()
     p.set_trading_state(TradingState.HALTED)
     decision = check_order(p, order("AAPL", "1", BUY), D("100"))
-    assert (decision.approved, decision.code) == (False, ErrorCode.RISK_LIMIT_EXCEEDED)
+    assert (decision.approved, decision.code) == (False, ErrorCode.TRADING_HALTED)
     assert decision.reason == "trading is halted"
 
 

@@ -230,7 +230,7 @@ async def test_halt_cancels_every_open_order_and_refuses_new_ones_until_resumed(
 
         refused = await stack.place("MSFT", "1")
         assert refused.status is OrderStatus.REJECTED
-        assert refused.reject_code == "RISK_LIMIT_EXCEEDED"
+        assert refused.reject_code == "TRADING_HALTED"
         assert refused.reject_reason == "trading is halted"
 
         handle = temporal_env.client.get_workflow_handle(
