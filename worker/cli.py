@@ -8,6 +8,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 
 def _up(args: argparse.Namespace) -> int:
     from worker.stack import main
@@ -96,7 +98,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.verbose:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
-    return int(args.handler(args))
+    try:
+        return int(args.handler(args))
+    except ValidationError as err:  # a setting that cannot work: say which, no traceback
+        for problem in err.errors():
+            name = ".".join(str(part) for part in problem["loc"]).upper() or "settings"
+            print(f"trading: {name}: {problem['msg']}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
