@@ -74,6 +74,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event, pool: asyncpg.Pool
     ]
     if stream is not None:
         background.append(asyncio.create_task(stream.run(stop), name="alpaca-stream"))
+    for task in background:
+        task.add_done_callback(_report_if_it_died)
     created = await ensure_schedules(client, settings)
     log.info("schedules in place: %s", ", ".join(created))
     log.info("worker on task queue %s at %s", settings.task_queue, settings.temporal_address)
@@ -81,6 +83,13 @@ async def run_worker(settings: Settings, stop: asyncio.Event, pool: asyncpg.Pool
         await stop.wait()
         log.info("stopping: finishing in-flight activities")
     await asyncio.gather(*background, return_exceptions=True)
+
+
+def _report_if_it_died(task: asyncio.Task[None]) -> None:
+    """A background loop (venue, relay, stream) must run until stop; if one ends on an
+    error, say so at once instead of only at shutdown."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s stopped on an error", task.get_name(), exc_info=task.exception())
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:

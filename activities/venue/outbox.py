@@ -223,7 +223,7 @@ class OutboxRelay:
         failures = 0
         try:
             while not stop.is_set():
-                if listener is not None and listener.is_closed():
+                if listener is not None and _listener_lost(listener):
                     await self._unlisten(listener, notified)
                     listener = None
                 if listener is None:
@@ -275,6 +275,17 @@ class OutboxRelay:
             await self.pool.release(conn)  # the pool's reset also UNLISTENs
         except Exception:
             log.warning("releasing the outbox listener connection failed", exc_info=True)
+
+
+def _listener_lost(conn: PoolConnectionProxy[asyncpg.Record]) -> bool:
+    """Whether the LISTEN connection is gone. After the server ends it (a PostgreSQL
+    restart) asyncpg may already have taken it back into the pool, and then even asking
+    raises InterfaceError: that too means it is gone. Raising here once killed the relay
+    for good, silently, until every worker restarted."""
+    try:
+        return conn.is_closed()
+    except asyncpg.InterfaceError:
+        return True
 
 
 async def _wait_any(events: list[asyncio.Event], timeout: float) -> None:

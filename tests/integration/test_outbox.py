@@ -6,7 +6,7 @@ import asyncio
 import itertools
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import cast
+from typing import Any, cast
 from uuid import uuid4
 
 import asyncpg
@@ -16,7 +16,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.calendar.sessions import MarketSessions
 from activities.venue.exchange import PaperVenue, broker_order_id_for
-from activities.venue.outbox import OutboxRelay, temporal_deliver
+from activities.venue.outbox import OutboxRelay, _listener_lost, temporal_deliver
 from contracts.payloads import BrokerEvent, BrokerEventType, OrderRequest
 from domain.commissions import PerShare
 from domain.orders import OrderSide, OrderType
@@ -323,3 +323,19 @@ async def test_temporal_deliver_leaves_the_event_undelivered_on_other_errors(
         == 0
     )
     assert await undelivered(db_pool) == 1
+
+
+def test_a_listener_connection_the_pool_took_back_counts_as_lost_not_as_a_crash():
+    """After a PostgreSQL restart asyncpg may already have released the LISTEN connection:
+    asking it `is_closed()` raises. That once ended the relay silently for good."""
+
+    class Released:
+        def is_closed(self) -> bool:
+            raise asyncpg.InterfaceError("connection has been released back to the pool")
+
+    class Open:
+        def is_closed(self) -> bool:
+            return False
+
+    assert _listener_lost(cast(Any, Released())) is True
+    assert _listener_lost(cast(Any, Open())) is False
