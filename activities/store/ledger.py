@@ -153,7 +153,10 @@ async def record_status(
             await uow.portfolios.sync_reservation(portfolio, order.id)
             changed = True
         if not changed:
-            return order_snapshot_from_row(head)
+            # The row as read under the lock, not `head` (read before it): a concurrent change
+            # (the main loop recording the broker's cancel) must not come back as a stale
+            # snapshot that a cancel update would then answer with.
+            return order_snapshot_from_row(await uow.orders.get_row(change.order_id))
         snapshot = await uow.orders.save(order)
         await uow.commit()
         return snapshot

@@ -290,3 +290,29 @@ async def test_a_stale_working_status_after_the_cancel_completed_changes_nothing
     for stale in (OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED, OrderStatus.REJECTED):
         again = await ledger.record_status(db_pool, RecordStatusInput(order.order_id, stale), NOW)
         assert again == canceled
+
+
+async def test_a_no_op_status_change_answers_with_the_row_as_it_is_under_the_lock(db_pool):
+    """Two records race: the main loop closes the order while a cancel records
+    pending_cancel. The loser's no-op must answer with the closed row, never the row it
+    read before it waited for the lock (a cancel update answered pending_cancel)."""
+    portfolio = await new_portfolio(db_pool)
+    order = await submitted(db_pool, portfolio, "AAPL", "10")
+    async with db_pool.acquire() as conn, conn.transaction():
+        # Hold the portfolio lock, as the winning transaction does, while the loser starts.
+        await conn.execute("SELECT 1 FROM portfolios WHERE id = $1 FOR UPDATE", portfolio.id)
+        loser = asyncio.create_task(
+            ledger.record_status(
+                db_pool, RecordStatusInput(order.order_id, OrderStatus.PENDING_CANCEL), NOW
+            )
+        )
+        await asyncio.sleep(0.2)  # the loser has read its unlocked head and now waits
+        await conn.execute(
+            "UPDATE orders SET status = 'canceled', version = version + 1, closed_at = $2 "
+            "WHERE id = $1",
+            order.order_id,
+            NOW,
+        )
+        await conn.execute("DELETE FROM reservations WHERE order_id = $1", order.order_id)
+    answer = await loser
+    assert answer.status is OrderStatus.CANCELED
