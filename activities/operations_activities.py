@@ -10,7 +10,7 @@ import logging
 import re
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -20,6 +20,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.calendar.sessions import NEW_YORK, MarketSessions
+from activities.store import ledger
 from activities.store.queries import AT_BROKER, load_report, portfolio_snapshot_from_row
 from activities.store.repositories import (
     OPEN_STATUSES,
@@ -52,6 +53,11 @@ from domain.values import decimal_text
 log = logging.getLogger(__name__)
 
 PERCENT = Decimal("0.00000001")  # the scale of return_pct and drawdown
+# Reconciliation asks the broker about orders closed in the books this long before its run:
+# a fill the broker reports for one of them was never applied by its (ended) workflow.
+CLOSED_ORDER_LOOKBACK = timedelta(days=3)
+# Closed in the books without being filled: the only closed orders that can lack a fill.
+CLOSED_SHORT = ("canceled", "expired", "rejected")
 ZERO = Decimal(0)
 
 
@@ -221,8 +227,10 @@ class OperationsActivities:
         is the repairable direction (and the check after the repair sees it settled).
         """
         async with self.pool.acquire() as conn:
+            # A parent order (TWAP, VWAP) never goes to the broker: its children do.
             order_rows = await conn.fetch(
-                "SELECT * FROM orders WHERE status = ANY($1::text[]) ORDER BY created_at, id",
+                "SELECT * FROM orders WHERE status = ANY($1::text[]) AND order_class = 'simple' "
+                "ORDER BY created_at, id",
                 list(OPEN_STATUSES),
             )
             position_rows = await conn.fetch(
@@ -270,6 +278,103 @@ class OperationsActivities:
                     expected={"quantity": decimal_text(ours), "portfolios": str(len(only))},
                     actual={"quantity": decimal_text(theirs)},
                     note=note,
+                )
+            )
+        return ReconciliationReport(
+            report.report_id, report.run_at, report.status, self.broker_name, found
+        )
+
+    @activity.defn(name=ActivityName.BOOK_CLOSED_ORDER_FILLS)
+    async def book_closed_order_fills(self, report: ReconciliationReport) -> ReconciliationReport:
+        """Executions the broker reports for orders that are closed in the books, which the
+        books lack: applied to the ledger and flagged for operators, one discrepancy each.
+
+        An order closed in the books (canceled, expired, rejected) has no workflow left to
+        apply a fill the broker reports later, or one whose event was lost. Each execution
+        goes through `ledger.book_late_event`, the path of a late event: applied once by
+        execution id and kept, flagged, in `late_broker_events`. Looked at: orders sent to
+        the broker, short of their quantity, closed within CLOSED_ORDER_LOOKBACK before the
+        run (the store's order of a day with no reconciliation is looked at the next day).
+
+        Idempotent: an execution is applied once (the executions table is keyed on its id,
+        the audit row too); a re-run of the same report finds the audit rows it wrote
+        (their note names the report) and reports the same discrepancies, booking nothing.
+        """
+        found_by = f"reconciliation {report.report_id}"
+        rows = await self.pool.fetch(
+            """
+            SELECT * FROM orders
+            WHERE status = ANY($1::text[]) AND broker_order_id IS NOT NULL
+              AND order_class = 'simple' AND updated_at >= $2
+              AND (filled_quantity < quantity OR id IN (
+                  SELECT order_id FROM late_broker_events WHERE note LIKE $3))
+            ORDER BY created_at, id
+            """,
+            list(CLOSED_SHORT),
+            report.run_at - CLOSED_ORDER_LOOKBACK,
+            f"{found_by}: %",
+        )
+        found: list[Discrepancy] = []
+        for order in map(order_snapshot_from_row, rows):
+            try:
+                state = await self.broker.get_order(str(order.order_id))
+            except BrokerOrderNotFoundError:
+                continue  # closed in the books because the broker never had it
+            known = {
+                row["execution_id"]: row["quantity"]
+                for row in await self.pool.fetch(
+                    "SELECT execution_id, quantity FROM executions WHERE order_id = $1",
+                    order.order_id,
+                )
+            }
+            booked_here = {
+                row["dedupe_key"]
+                for row in await self.pool.fetch(
+                    "SELECT dedupe_key FROM late_broker_events WHERE order_id = $1 "
+                    "AND note LIKE $2",
+                    order.order_id,
+                    f"{found_by}: %",
+                )
+            }
+            missing = [e for e in state.executions if e.execution_id not in known]
+            for execution in missing:
+                await ledger.book_late_event(
+                    self.pool, str(order.order_id), execution, found_by=found_by
+                )
+                booked_here.add(execution.execution_id or "")
+            booked = [e for e in state.executions if e.execution_id in booked_here]
+            if not booked:
+                continue
+            before = order.filled_quantity - sum(
+                (known[e.execution_id] for e in booked if e.execution_id in known), ZERO
+            )
+            log.warning(
+                "reconciliation: order %s is %s in the books, the broker reports %d "
+                "execution(s) it lacked: applied and flagged",
+                order.order_id,
+                order.status.value,
+                len(booked),
+            )
+            found.append(
+                Discrepancy(
+                    kind=DiscrepancyKind.ORDER_FILLS_BEHIND,
+                    symbol=order.symbol,
+                    order_id=order.order_id,
+                    portfolio_id=order.portfolio_id,
+                    expected={
+                        "status": order.status.value,
+                        "filled_quantity": decimal_text(before),
+                    },
+                    actual={
+                        "status": state.status.value,
+                        "filled_quantity": decimal_text(state.filled_quantity),
+                    },
+                    repaired=True,
+                    note=(
+                        "order closed in the books, its workflow ended: the broker's "
+                        f"executions {', '.join(sorted(e.execution_id or '' for e in booked))} "
+                        "applied to the ledger and flagged for operators (late_broker_events)"
+                    ),
                 )
             )
         return ReconciliationReport(
@@ -431,6 +536,7 @@ class OperationsActivities:
             self.take_snapshots,
             self.begin_reconciliation,
             self.compare_with_broker,
+            self.book_closed_order_fills,
             self.finish_reconciliation,
             self.record_trading_state,
         ]

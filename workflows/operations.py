@@ -43,6 +43,9 @@ SCHEDULED_START_TIME = SearchAttributeKey.for_datetime("TemporalScheduledStartTi
 # How many signals are sent at once: halting a portfolio with thousands of open orders
 # must not build one enormous workflow task.
 SIGNAL_BATCH = 100
+# Patch id (workflow.patched): reconciliation books the broker's executions of orders closed
+# in the books (whose workflows have ended) before it compares; older runs replay without.
+BOOK_CLOSED_ORDERS = "reconcile-books-closed-order-fills"
 
 
 def scheduled_time() -> datetime:
@@ -92,7 +95,9 @@ class SnapshotWorkflow:
 @workflow.defn(name="ReconciliationWorkflow")
 class ReconciliationWorkflow:
     """Compares the store with the broker, records a report with every discrepancy, has the
-    order workflows re-read the broker where that repairs it, and flags the rest.
+    order workflows re-read the broker where that repairs it, and flags the rest. An order
+    closed in the books whose broker reports executions the books lack has no workflow left
+    to re-read: those executions are booked here, once each, and flagged (a discrepancy).
 
     Positions are never corrected by writing numbers: a position that disagrees is only
     reported, and counts as repaired only when applying an order's missed executions made
@@ -115,8 +120,11 @@ class ReconciliationWorkflow:
         if report.status in (ReportStatus.CLEAN, ReportStatus.DISCREPANCIES):
             return report  # this instant was reconciled by an earlier run
         try:
+            booked: list[Discrepancy] = []
+            if workflow.patched(BOOK_CLOSED_ORDERS):
+                booked = await self._book_closed_orders(report)
             found = await self._compare(report)
-            found = await self._repair(report, found, input.repair_wait_seconds)
+            found = booked + await self._repair(report, found, input.repair_wait_seconds)
         except ActivityError as err:
             failed = FinishReconciliationInput(report_id, ReportStatus.FAILED, error=str(err))
             await call(OperationsActivities.finish_reconciliation, failed, STORE)
@@ -124,6 +132,14 @@ class ReconciliationWorkflow:
         status = ReportStatus.DISCREPANCIES if found else ReportStatus.CLEAN
         done = FinishReconciliationInput(report_id, status, found)
         return await call(OperationsActivities.finish_reconciliation, done, STORE)
+
+    async def _book_closed_orders(self, report: ReconciliationReport) -> list[Discrepancy]:
+        """Executions the broker reports for orders closed in the books: no workflow is left
+        to apply them, so they are booked here (once, by execution id, flagged for
+        operators), each order a discrepancy. Done before the comparison, so the positions
+        it compares already include them."""
+        booked = await call(OperationsActivities.book_closed_order_fills, report, BROKER_SWEEP)
+        return booked.discrepancies
 
     async def _compare(self, report: ReconciliationReport) -> list[Discrepancy]:
         found = await call(OperationsActivities.compare_with_broker, report, BROKER_SWEEP)

@@ -17,6 +17,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
+from activities import metrics
 from activities.backoff import backoff_delay, sleep_until_stopped
 from activities.brokers.alpaca_rest import (
     PAPER_URL,
@@ -96,6 +97,16 @@ def trade_update_event(data: Mapping[str, Any]) -> BrokerEvent | None:
             raise AlpacaDataError(
                 f"{where}: fill of {quantity} but the order has filled {order.filled_quantity}"
             )
+        # The execution id comes from the snapshot's filled_qty, so the snapshot must be the
+        # order right after this execution. One taken after a later fill, or before this
+        # one, would name this execution like another one (applied twice, one missed): where
+        # that shows (a partial_fill of a filled order, a fill of an order not filled), the
+        # update is refused and the order's next poll reads the executions by cum_qty.
+        if (name == "fill") != (order.filled_quantity == order.quantity):
+            raise AlpacaDataError(
+                f"{where}: the order snapshot (filled {order.filled_quantity} of "
+                f"{order.quantity}) is not the order right after this {name}"
+            )
         return fill_event(order, order.filled_quantity, quantity, price, at)
     return BrokerEvent(
         event=kind,
@@ -174,6 +185,7 @@ class AlpacaTradeStream:
                 log.warning("Alpaca trade_updates stream failed (%s); reconnecting", err)
             if stop.is_set():
                 return
+            metrics.STREAM_RECONNECTS.inc()
             if listening_since is not None and loop.time() - listening_since > self._stable_after:
                 failures = 0
             failures += 1

@@ -1,0 +1,1 @@
+"""A randomized, seeded fault campaign against the whole order stack (see campaign.py)."""
