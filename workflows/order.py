@@ -53,11 +53,15 @@ SEARCH_ATTRIBUTES = (ORDER_STATUS, SYMBOL, PORTFOLIO_ID, BROKER_STATUS)
 
 # Patch ids (workflow.patched): orders in flight under older code replay their old path.
 OUTAGES_WAIT = "broker-outages-wait"  # an outage waits instead of compensating
+LOCAL_STEPS = "local-store-steps"  # quote and store steps run as local activities
+EXPIRY_CANCEL_PENDING = "expiry-waits-for-pending-cancel"  # one DELETE at the close, then reads
+LATE_SUBMIT_CHECK = "compensation-checks-late-submit"  # a refused submit may have landed
 # After the broker was unreachable, wait this long before asking whether it has the order:
 # every submit attempt ends within its start-to-close timeout (and the broker client's own
 # timeout is shorter), so no attempt still in flight can land after the answer.
 IN_FLIGHT_GRACE = timedelta(seconds=60)
 OUTAGE_BACKOFF_FIRST = timedelta(seconds=30)
+CLOSE_AFTER_DECISION = timedelta(milliseconds=1)
 OUTAGE_BACKOFF_CAP = timedelta(minutes=10)
 
 R = TypeVar("R")
@@ -86,16 +90,28 @@ class OrderWorkflow:
         self._idle_polls = 0  # polls in a row that found nothing new
         self._marked_unreachable = False  # the order row says the broker is unreachable
         self._placed_by: str | None = None  # the placing request answered first
+        self._local = False  # quote and store steps run as local activities (LOCAL_STEPS)
 
     # -- the saga ---------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, input: OrderWorkflowInput) -> OrderSnapshot:
+        # Decided once, at the start: an order started under older code replays its
+        # regular activities to the end; a new one runs its quote and store steps as local
+        # activities, so the decision is made in the first workflow task.
+        self._local = workflow.patched(LOCAL_STEPS)
         if input.resume is not None:
             self._resume(input.resume)
         else:
             order = await self._decide(input)
             if order.status is OrderStatus.REJECTED or order.is_terminal:
+                if self._local:
+                    # Decided in the very first task: the placing update answers with that
+                    # task, and the workflow closes in the next one, so no server has to
+                    # complete an update-with-start and close its workflow in one task (the
+                    # time-skipping test server fails such calls with an internal error).
+                    await workflow.wait_condition(workflow.all_handlers_finished)
+                    await workflow.sleep(CLOSE_AFTER_DECISION)
                 return order
             try:
                 await self._submit(input)
@@ -115,14 +131,16 @@ class OrderWorkflow:
         request = input.request
         accept = AcceptInput(request=request)
         try:
-            quote: Quote = await call(OrderActivities.get_quote, request.symbol, QUOTE)
+            quote: Quote = await call(
+                OrderActivities.get_quote, request.symbol, QUOTE, local=self._local
+            )
             accept.bid, accept.ask = quote.bid, quote.ask
         except ActivityError as err:
             if _error_type(err) != ErrorType.SYMBOL_NOT_FOUND:
                 raise
             accept.rejection_code = "SYMBOL_NOT_FOUND"
             accept.rejection_reason = f"unknown symbol {request.symbol}"
-        order = await call(OrderActivities.accept_order, accept, STORE)
+        order = await call(OrderActivities.accept_order, accept, STORE, local=self._local)
         self._set_order(order)
         self._decided = True
         return order
@@ -313,6 +331,10 @@ class OrderWorkflow:
         state = await self._cancel_at_broker()
         for execution in state.executions:
             await self._handle(execution)
+        if state.status is OrderStatus.PENDING_CANCEL and workflow.patched(EXPIRY_CANCEL_PENDING):
+            # The broker cancels asynchronously (Alpaca answers pending_cancel): read until
+            # it closes the order rather than sending the cancel again every grace period.
+            state = await self._while_cancel_pending(state)
         if not self._current.is_terminal:
             if state.status in (OrderStatus.CANCELED, OrderStatus.EXPIRED):
                 await self._record(OrderStatus.EXPIRED, reason="expired at the session close")
@@ -438,7 +460,7 @@ class OrderWorkflow:
             reason=reason,
             code=code,
         )
-        snapshot = await call(OrderActivities.record_status, change, STORE)
+        snapshot = await call(OrderActivities.record_status, change, STORE, local=self._local)
         self._set_order(snapshot)
 
     async def _cancel_at_broker(self) -> BrokerOrderState:
@@ -502,6 +524,7 @@ class OrderWorkflow:
             OrderActivities.record_broker_reachability,
             BrokerReachability(self._current.order_id, since, why),
             STORE,
+            local=self._local,
         )
 
     def _resume(self, state: ResumeState) -> None:
@@ -534,6 +557,36 @@ class OrderWorkflow:
             for execution in state.executions:
                 await self._handle(execution)
 
+    async def _while_cancel_pending(self, state: BrokerOrderState) -> BrokerOrderState:
+        """Re-read (backing off 5 s to 10 min) while the broker's cancel is pending, applying
+        any fill; the broker's first answer that is not pending_cancel."""
+        wait = timedelta(seconds=5)
+        while state.status is OrderStatus.PENDING_CANCEL:
+            await workflow.sleep(wait)
+            wait = min(wait * 2, OUTAGE_BACKOFF_CAP)
+            answer = await self._until_the_broker_answers(
+                OrderActivities.get_broker_order, str(self._current.order_id), BROKER_QUERY
+            )
+            assert answer is not None
+            state = answer
+            for execution in state.executions:
+                await self._handle(execution)
+        return state
+
+    async def _landed_late(self) -> BrokerOrderState | None:
+        """After a refused submit, the broker did not know the order when we canceled it; an
+        earlier attempt may still have been on its way. Wait until none can be in flight
+        and ask again: the broker's state if it landed after all, else None."""
+        await workflow.sleep(IN_FLIGHT_GRACE)
+        try:
+            return await self._until_the_broker_answers(
+                OrderActivities.get_broker_order, str(self._current.order_id), BROKER_QUERY
+            )
+        except ActivityError as err:
+            if _error_type(err) != ErrorType.ORDER_NOT_FOUND:
+                raise
+            return None
+
     async def _compensate(self, reason: str, rejected: bool = False) -> OrderSnapshot:
         """Undo what can be undone: cancel at the broker (the order may have landed) and
         close the order, which releases its reservation. What was filled stays filled."""
@@ -544,8 +597,27 @@ class OrderWorkflow:
                 await self._handle(execution)
             if workflow.patched(OUTAGES_WAIT):
                 await self._until_closed_at_broker(state)
-        except ActivityError:
-            workflow.logger.warning("compensation: cancel at broker failed for %s", order.order_id)
+        except ActivityError as err:
+            landed = None
+            if (
+                rejected
+                and _error_type(err) == ErrorType.ORDER_NOT_FOUND
+                and workflow.patched(LATE_SUBMIT_CHECK)
+            ):
+                landed = await self._landed_late()
+            if landed is None:
+                workflow.logger.warning(
+                    "compensation: cancel at broker failed for %s", order.order_id
+                )
+            else:
+                # It is live at the broker: track it, cancel it, and wait until it is closed.
+                await self._record(OrderStatus.SUBMITTED, broker_order_id=landed.broker_order_id)
+                self._submitted = True
+                rejected = False
+                state = await self._cancel_at_broker()
+                for execution in state.executions:
+                    await self._handle(execution)
+                await self._until_closed_at_broker(state)
         if not self._current.is_terminal:
             status = (
                 OrderStatus.REJECTED
