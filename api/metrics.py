@@ -1,8 +1,10 @@
-"""Prometheus metrics of one API application (its own registry, so tests can build many)."""
+"""Prometheus metrics of one API application (its own registry, so tests can build many),
+with the process_* metrics of the process serving it."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.process_collector import ProcessCollector
 
 # Seconds; from a loopback read (~1 ms) to a slow order decision.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -11,6 +13,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, memory, fds
         self.requests = Counter(
             "api_requests",
             "HTTP requests by route template, method and status",

@@ -21,7 +21,7 @@ COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 OURS = ("worker", "api")  # the services that run this project's image
 # Which service publishes which container port.
-PORTS = {7233: "temporal", 8080: "temporal-ui", 8000: "api", 9090: "prometheus"}
+PORTS = {7233: "temporal", 8080: "temporal-ui", 8000: "api", 9090: "prometheus", 3000: "grafana"}
 
 
 def settings_fields(service: str) -> set[str]:
@@ -47,7 +47,9 @@ def command(value: str | list[str]) -> list[str]:
 
 
 def test_the_stack_has_every_component():
-    assert set(SERVICES) == {"postgresql", "temporal", "temporal-ui", "worker", "api", "prometheus"}
+    assert set(SERVICES) == {
+        *("postgresql", "temporal", "temporal-ui", "worker", "api", "prometheus", "grafana")
+    }
     assert SERVICES["temporal"]["environment"]["DB"] == "postgres12"  # Temporal on PostgreSQL
     assert SERVICES["temporal"]["environment"]["POSTGRES_SEEDS"] == "postgresql"
 
@@ -122,6 +124,9 @@ def test_prometheus_scrapes_the_api_and_loads_the_alert_rules():
         for target in group["targets"]
     }
     assert targets["trading-api"] == "api:" + environment("api")["API_PORT"]
+    worker = environment("worker")
+    assert targets["trading-worker"] == "worker:" + worker["WORKER_METRICS_PORT"]
+    assert worker["WORKER_METRICS_HOST"] == "0.0.0.0"  # reachable on the compose network
     metrics_port = SERVICES["temporal"]["environment"]["PROMETHEUS_ENDPOINT"].rsplit(":", 1)[1]
     assert targets["temporal"] == f"temporal:{metrics_port}"
 
