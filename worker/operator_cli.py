@@ -8,36 +8,31 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import re
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 from uuid import UUID
 
-import asyncpg
-from temporalio.api.enums.v1 import TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
-
-from activities.store.queries import (
-    AT_BROKER,
-    StuckOrder,
-    find_stuck_orders,
-    list_reconciliation_reports,
-    portfolio_ids,
-)
-from activities.store.repositories import NotFoundError
-from bootstrap.control import reconcile_order, set_trading_state
-from bootstrap.settings import Settings
-from contracts.payloads import ReconciliationInput, ReconciliationReport
+from api.cli_output import Usd, as_json, table
 from domain.portfolio import TradingState
-from workflows.operations import ReconciliationWorkflow
+
+# Heavy imports (temporalio, asyncpg, the store, the workflows) happen inside the commands:
+# `trading --help` and the commands that do not need them stay fast.
+if TYPE_CHECKING:
+    import asyncpg
+    from temporalio.client import Client
+
+    from activities.store.queries import StuckOrder
+    from bootstrap.discovery import StackFile
+    from bootstrap.settings import Settings
+    from contracts.payloads import ReconciliationReport
 
 _DURATION = re.compile(r"(\d+)([smhd])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -79,6 +74,8 @@ def order_id_argument(text: str) -> UUID:
 
 def stuck_query() -> str:
     """The Temporal UI's visibility query for orders waiting on the broker."""
+    from activities.store.queries import AT_BROKER
+
     statuses = ", ".join(f'"{s.value}"' for s in AT_BROKER)
     waiting = f'OrderStatus IN ({statuses}) OR BrokerStatus="unreachable"'
     return f'ExecutionStatus="Running" AND ({waiting})'
@@ -92,18 +89,47 @@ def query_url(ui_url: str, namespace: str, query: str) -> str:
     return f"{ui_url.rstrip('/')}/namespaces/{namespace}/workflows?query={quote(query)}"
 
 
-# -- connecting as the worker does ---------------------------------------------------------
+# -- connecting to the running stack ------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Connection:
+    """What a command connected to: settings (completed from the data directory of the
+    running stack), and the pool and the Temporal client when it asked for them."""
+
+    settings: Settings
+    stack: StackFile
+    pool: asyncpg.Pool | None = None
+    client: Client | None = None
+
+    @property
+    def db(self) -> asyncpg.Pool:
+        assert self.pool is not None
+        return self.pool
+
+    @property
+    def temporal(self) -> Client:
+        assert self.client is not None
+        return self.client
 
 
 @contextlib.asynccontextmanager
-async def _connected() -> AsyncIterator[tuple[Any, asyncpg.Pool, Client]]:
-    from bootstrap.resources import open_database, temporal_client
+async def connected(*, database: bool = True, temporal: bool = True) -> AsyncIterator[Connection]:
+    """Connect as the worker does, to what the command needs. Settings the environment
+    leaves unset come from the running stack (`.trading/credentials.json`); a service that
+    does not answer raises `Unreachable`, one line naming its setting."""
+    from bootstrap.discovery import connect_temporal, open_pool, stack_settings
     from bootstrap.settings import Settings
 
-    settings = Settings()
-    # Operators read and signal; migrating is the worker's job.
-    async with open_database(settings, migrate=False) as pool:
-        yield settings, pool, await temporal_client(settings)
+    settings, stack = stack_settings(Settings)
+    connection = Connection(settings, stack)
+    async with contextlib.AsyncExitStack() as exits:
+        if database:
+            # Operators read and signal; migrating is the worker's job.
+            connection.pool = await exits.enter_async_context(open_pool(settings, stack))
+        if temporal:
+            connection.client = await connect_temporal(settings, stack)
+        yield connection
 
 
 def _run(
@@ -128,10 +154,12 @@ def _ui_url(settings: Settings, override: str | None) -> str:
 
 
 async def _stuck(args: argparse.Namespace) -> int:
-    async with _connected() as (settings, pool, _):
-        orders = await find_stuck_orders(pool, args.older_than, limit=args.limit)
-    ui = _ui_url(settings, args.ui_url)
-    namespace = settings.temporal_namespace
+    from activities.store.queries import find_stuck_orders
+
+    async with connected(temporal=False) as c:
+        orders = await find_stuck_orders(c.db, args.older_than, limit=args.limit)
+    ui = _ui_url(c.settings, args.ui_url)
+    namespace = c.settings.temporal_namespace
     if args.json:
         print(json.dumps([_stuck_json(o, ui, namespace) for o in orders], indent=2))
         return 0
@@ -185,13 +213,17 @@ def _stuck_table(orders: list[StuckOrder], older_than: timedelta, ui: str, names
 
 
 async def _reconcile(args: argparse.Namespace) -> int:
-    async with _connected() as (_, pool, client):
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from bootstrap.control import reconcile_order
+
+    async with connected() as c:
         try:
-            await reconcile_order(client, args.order_id)
+            await reconcile_order(c.temporal, args.order_id)
         except RPCError as err:
             if err.status is not RPCStatusCode.NOT_FOUND:
                 raise
-            status = await pool.fetchval("SELECT status FROM orders WHERE id = $1", args.order_id)
+            status = await c.db.fetchval("SELECT status FROM orders WHERE id = $1", args.order_id)
             known = f"it is {status}" if status else "no such order"
             print(f"order {args.order_id} has no running workflow ({known})", file=sys.stderr)
             return 1
@@ -200,9 +232,13 @@ async def _reconcile(args: argparse.Namespace) -> int:
 
 
 async def _trading_state(args: argparse.Namespace) -> int:
+    from activities.store.queries import portfolio_ids
+    from activities.store.repositories import NotFoundError
+    from bootstrap.control import set_trading_state
+
     state: TradingState = args.state
-    async with _connected() as (settings, pool, client):
-        targets = args.portfolio or await portfolio_ids(pool)
+    async with connected() as c:
+        targets = args.portfolio or await portfolio_ids(c.db)
         if not targets:
             print("no portfolio to change", file=sys.stderr)
             return 1
@@ -210,7 +246,12 @@ async def _trading_state(args: argparse.Namespace) -> int:
         for portfolio_id in targets:
             try:
                 change = await set_trading_state(
-                    client, pool, portfolio_id, state, args.reason, task_queue=settings.task_queue
+                    c.temporal,
+                    c.db,
+                    portfolio_id,
+                    state,
+                    args.reason,
+                    task_queue=c.settings.task_queue,
                 )
             except NotFoundError as err:
                 print(f"{portfolio_id}: {err}", file=sys.stderr)
@@ -224,8 +265,13 @@ async def _trading_state(args: argparse.Namespace) -> int:
 
 
 async def _show_reports(args: argparse.Namespace) -> int:
-    async with _connected() as (_, pool, _client):
-        reports = await list_reconciliation_reports(pool, args.last)
+    from activities.store.queries import list_reconciliation_reports
+
+    async with connected(temporal=False) as c:
+        reports = await list_reconciliation_reports(c.db, args.last)
+    if args.json:
+        print(as_json([dataclasses.asdict(report) for report in reports]))
+        return 0
     if not reports:
         print("no reconciliation has run yet")
     for report in reports:
@@ -256,13 +302,16 @@ def _pairs(values: dict[str, str]) -> str:
 
 
 async def _run_reconciliation(args: argparse.Namespace) -> int:
-    async with _connected() as (settings, _pool, client):
+    from contracts.payloads import ReconciliationInput
+    from workflows.operations import ReconciliationWorkflow
+
+    async with connected(database=False) as c:
         now = datetime.now(UTC).replace(microsecond=0)
-        handle = await client.start_workflow(
+        handle = await c.temporal.start_workflow(
             ReconciliationWorkflow.run,
             ReconciliationInput(run_at=now, force=True),
             id=f"reconciliation-manual-{now.isoformat()}",
-            task_queue=settings.task_queue,
+            task_queue=c.settings.task_queue,
             execution_timeout=timedelta(hours=6),
         )
         print(f"started {handle.id}; waiting for the report (Ctrl-C leaves it running)")
@@ -273,17 +322,26 @@ async def _run_reconciliation(args: argparse.Namespace) -> int:
 async def _health(args: argparse.Namespace) -> int:
     """Exit 0 when a worker in this container polls the task queue (a container
     healthcheck: the worker itself has no HTTP port)."""
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+    from temporalio.service import RPCError
+
+    from bootstrap.discovery import Unreachable, stack_settings
     from bootstrap.settings import Settings, secret
     from bootstrap.temporal import connect
 
-    settings = Settings()
+    settings, stack = stack_settings(Settings)
     host = socket.gethostname()
     try:
-        client = await connect(
-            settings.temporal_address,
-            settings.temporal_namespace,
-            tls=settings.temporal_tls,
-            api_key=secret(settings.temporal_api_key),
+        client = await asyncio.wait_for(
+            connect(
+                settings.temporal_address,
+                settings.temporal_namespace,
+                tls=settings.temporal_tls,
+                api_key=secret(settings.temporal_api_key),
+            ),
+            timeout=10,
         )
         described = await client.workflow_service.describe_task_queue(
             DescribeTaskQueueRequest(
@@ -293,8 +351,13 @@ async def _health(args: argparse.Namespace) -> int:
             ),
             timeout=timedelta(seconds=5),
         )
-    except RPCError as err:
-        print(f"unhealthy: Temporal at {settings.temporal_address}: {err}", file=sys.stderr)
+    except (RPCError, RuntimeError, OSError, TimeoutError, Unreachable) as err:
+        where = stack.origin("temporal_address")
+        reason = " ".join(str(err).split()) or type(err).__name__
+        print(
+            f"unhealthy: Temporal at {settings.temporal_address} ({where}): {reason}",
+            file=sys.stderr,
+        )
         return 1
     now = datetime.now(UTC)
     polling = [
@@ -310,9 +373,114 @@ async def _health(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- portfolios (straight on the store: the API serves one key's portfolio only) -------------
+
+
+def _amount(text: str) -> Decimal:
+    try:
+        value = Decimal(text.replace(",", "").replace("_", "").removeprefix("$"))
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"not an amount: {text!r}") from None
+    if not value.is_finite():
+        raise argparse.ArgumentTypeError(f"not an amount: {text!r}")
+    return value
+
+
+# option -> (RiskLimits field, parser, help)
+LIMIT_OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
+    "--max-position-size": ("max_position_size", _amount, "market value of one position"),
+    "--max-order-notional": ("max_order_notional", _amount, "notional of one order"),
+    "--max-concentration": ("max_concentration", _amount, "one position / equity, 0-1"),
+    "--max-positions": ("max_positions", int, "number of open positions"),
+    "--max-leverage": ("max_leverage", _amount, "gross exposure / equity"),
+    "--max-portfolio-risk": ("max_portfolio_risk", _amount, "equity risked per trade, 0-1"),
+    "--daily-loss-limit": ("daily_loss_limit", _amount, "equity drop since the session start"),
+    "--market-order-buffer": (
+        "market_order_buffer",
+        _amount,
+        "extra reserved for market orders, 0-1",
+    ),
+}
+
+
+async def _portfolio_create(args: argparse.Namespace) -> int:
+    from activities.store import ledger
+    from domain.errors import ValidationError
+    from domain.portfolio import Portfolio, RiskLimits
+
+    limits = {
+        field: getattr(args, field)
+        for field, _, _ in LIMIT_OPTIONS.values()
+        if getattr(args, field) is not None
+    }
+    if not args.name.strip():
+        print("error: --name must not be blank", file=sys.stderr)
+        return 1
+    try:  # bad input is refused before anything is written
+        portfolio = Portfolio(
+            name=args.name, initial_capital=args.capital, limits=RiskLimits(**limits)
+        )
+    except ValidationError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    async with connected(temporal=False) as c:
+        await ledger.create_portfolio(c.db, portfolio)
+    if args.json:
+        print(as_json(_portfolio_json(portfolio)))
+        return 0
+    print(f"created portfolio {portfolio.name!r} with {Usd(portfolio.initial_capital)}")
+    print(f"  id  {portfolio.id}")
+    print(f"next: trading keys create --portfolio {portfolio.id}")
+    return 0
+
+
+def _portfolio_json(portfolio: Any) -> dict[str, Any]:
+    return {
+        "id": str(portfolio.id),
+        "name": portfolio.name,
+        "currency": portfolio.currency,
+        "trading_state": portfolio.trading_state.value,
+        "initial_capital": portfolio.initial_capital,
+        "cash_balance": portfolio.cash_balance,
+        "open_positions": sum(1 for p in portfolio.positions.values() if p.quantity),
+        "limits": dataclasses.asdict(portfolio.limits),
+    }
+
+
+async def _portfolio_list(args: argparse.Namespace) -> int:
+    from activities.store.queries import portfolio_ids
+    from activities.store.repositories import UnitOfWork
+
+    async with connected(temporal=False) as c:
+        portfolios = []
+        for portfolio_id in await portfolio_ids(c.db):
+            async with UnitOfWork(c.db) as uow:
+                portfolios.append(await uow.portfolios.get(portfolio_id))
+    if args.json:
+        print(as_json([_portfolio_json(p) for p in portfolios]))
+        return 0
+    if not portfolios:
+        print("no portfolios: trading portfolios create --name NAME --capital AMOUNT")
+        return 0
+    headers = ["ID", "NAME", "STATE", "CAPITAL", "CASH", "POSITIONS"]
+    rows = [
+        [
+            p.id,
+            p.name,
+            p.trading_state,
+            Usd(p.initial_capital),
+            Usd(p.cash_balance),
+            sum(1 for position in p.positions.values() if position.quantity),
+        ]
+        for p in portfolios
+    ]
+    print(table(headers, rows))
+    return 0
+
+
 def register(subparsers: Any) -> None:
-    """Add `orders`, `halt`, `reduce`, `resume`, `reconciliation` and `health` to
-    `trading`."""
+    """Add `orders`, `halt`, `reduce`, `resume`, `reconciliation`, `portfolios` and `health`
+    to `trading`."""
     orders = subparsers.add_parser("orders", help="find stuck orders and repair one")
     actions = orders.add_subparsers(dest="orders_action", required=True, metavar="ACTION")
     stuck = actions.add_parser("stuck", help="orders waiting on the broker for too long")
@@ -349,9 +517,27 @@ def register(subparsers: Any) -> None:
     report_actions = reports.add_subparsers(dest="report_action", required=True, metavar="ACTION")
     show = report_actions.add_parser("show", help="the latest reports and their discrepancies")
     show.add_argument("--last", type=int, default=1, help="how many reports (default 1)")
+    show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(handler=_run(_show_reports))
     run = report_actions.add_parser("run", help="reconcile with the broker now")
     run.set_defaults(handler=_run(_run_reconciliation))
+
+    portfolios = subparsers.add_parser("portfolios", help="create and list portfolios")
+    portfolio_actions = portfolios.add_subparsers(
+        dest="portfolios_action", required=True, metavar="ACTION"
+    )
+    create = portfolio_actions.add_parser(
+        "create", help="create a portfolio (then: trading keys create --portfolio ID)"
+    )
+    create.add_argument("--name", required=True)
+    create.add_argument("--capital", type=_amount, required=True, help="initial cash, e.g. 50000")
+    for option, (field, parse, what) in LIMIT_OPTIONS.items():
+        create.add_argument(option, dest=field, type=parse, help=f"risk limit: {what}")
+    create.add_argument("--json", action="store_true", help="print JSON")
+    create.set_defaults(handler=_run(_portfolio_create))
+    listing = portfolio_actions.add_parser("list", help="every portfolio, oldest first")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(handler=_run(_portfolio_list))
 
     health = subparsers.add_parser(
         "health", help="exit 0 if a worker on this host polls its task queue (healthcheck)"
