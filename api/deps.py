@@ -7,19 +7,18 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 import asyncpg
 from fastapi import Depends, Request
 from temporalio.client import Client
 
-from api.errors import ApiError, unauthenticated
+from api.errors import unauthenticated
 from api.metrics import Metrics
-from api.ratelimit import RateLimiter
+from api.ratelimit import Limiter, rate_limit_exceeded
 from bootstrap.settings import ApiSettings
 from contracts.ports import MarketData
-from domain.errors import ErrorCode
 
 
 def utcnow() -> datetime:
@@ -79,17 +78,36 @@ def rate_limited(route_class: str) -> Callable[[Request], Awaitable[None]]:
     """A dependency taking one token of `route_class` from the caller's bucket, or 429."""
 
     async def take_token(request: Request) -> None:
-        limiter: RateLimiter = request.app.state.limiter
-        wait = limiter.acquire(principal_of(request).key_id, route_class)
-        if wait:
-            metrics: Metrics = request.app.state.metrics
-            metrics.rate_limited.labels(route_class).inc()
-            raise ApiError(
-                429,
-                ErrorCode.RATE_LIMIT_EXCEEDED,
-                f"rate limit of {route_class} exceeded; retry in {wait} s",
-                {"route_class": route_class, "retry_after_seconds": wait},
-                headers={"Retry-After": str(wait)},
-            )
+        await take_rate_token(request.app.state, principal_of(request), route_class)
 
+    take_token.route_class = route_class  # type: ignore[attr-defined]  # (route_class_of)
     return take_token
+
+
+async def take_rate_token(state: Any, principal: Principal, route_class: str) -> None:
+    """One token of the caller's portfolio's bucket for `route_class`, or 429. Every key of
+    a portfolio shares the bucket (api/ratelimit.py)."""
+    limiter: Limiter = state.limiter
+    wait = await limiter.take(str(principal.portfolio_id), route_class)
+    if wait:
+        metrics: Metrics = state.metrics
+        metrics.rate_limited.labels(route_class).inc()
+        raise rate_limit_exceeded(route_class, wait, limiter.rules.get(route_class))
+
+
+async def refuse_malformed_body(request: Request) -> None:
+    """An app-wide dependency, run first on every route: a body the signature middleware
+    found malformed (415/422, api/body.py) costs the caller's portfolio a token of the
+    route's rate-limit class, as a well-formed request would (429 once the bucket is dry),
+    and is then refused. The middleware hands such a request on with an empty body so
+    that it reaches here, past FastAPI's own parsing."""
+    error = getattr(request.state, "body_error", None)
+    if error is None:
+        return
+    route = request.scope.get("route")
+    for dependency in getattr(route, "dependencies", ()):
+        route_class = getattr(dependency.dependency, "route_class", None)
+        if isinstance(route_class, str):
+            await take_rate_token(request.app.state, principal_of(request), route_class)
+            break
+    raise error

@@ -13,13 +13,16 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.schemas import ErrorEnvelope
+from bootstrap.resources import DependencyUnavailable, describe, is_outage
 from domain.errors import ErrorCode
 from domain.errors import ValidationError as DomainValidationError
 
@@ -101,6 +104,42 @@ def unavailable(
         details,
         headers={"Retry-After": str(retry_after)},
     )
+
+
+def outage_error(error: BaseException, retry_after: int = 2) -> ApiError | None:
+    """The one place an exception that means "a dependency is down or too slow" becomes
+    503 SERVICE_UNAVAILABLE with Retry-After: PostgreSQL's (`DependencyUnavailable` from
+    the bounded pool, or a raw asyncpg/socket error or timeout) and Temporal's (an RPC that
+    is unavailable, timed out or throttled). None: not an outage (a bug: 500)."""
+    if isinstance(error, RPCError):
+        if error.status not in TEMPORAL_OUTAGE:
+            return None
+        dependency, reason = "temporal", f"RPC {error.status.name}"
+    elif is_outage(error):
+        if isinstance(error, DependencyUnavailable):
+            dependency = error.dependency
+        elif isinstance(error, asyncpg.PostgresError | asyncpg.InterfaceError):
+            dependency = "postgres"
+        else:  # a bare timeout or socket error: the log has the request id and the trace
+            dependency = "a dependency"
+        reason = describe(error)
+    else:
+        return None
+    return unavailable(
+        f"{dependency} is unavailable; retry later",
+        {"dependency": dependency, "reason": reason},
+        retry_after=retry_after,
+    )
+
+
+TEMPORAL_OUTAGE = frozenset(
+    {
+        RPCStatusCode.UNAVAILABLE,
+        RPCStatusCode.DEADLINE_EXCEEDED,
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+        RPCStatusCode.CANCELLED,
+    }
+)
 
 
 def not_found(what: str) -> ApiError:

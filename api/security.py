@@ -24,6 +24,7 @@ signature; a retry of the same POST must come a second later, with a new timesta
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -40,6 +41,8 @@ from api.body import check_body
 from api.deps import Principal
 from api.errors import ApiError, error_response
 from api.metrics import Metrics
+from api.ratelimit import AddressGuard, rate_limit_exceeded
+from bootstrap.resources import is_outage
 from domain.errors import ErrorCode
 
 log = logging.getLogger("trading.api.security")
@@ -49,6 +52,30 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
 SIGNATURE = re.compile(r"^[0-9a-fA-F]{64}$")
 REJECTED = "invalid API key or signature"  # one message: do not say which part was wrong
+KEY_CACHE_SECONDS = 10.0
+KEY_CACHE_SIZE = 10_000
+LOOKUPS_PER_ADDRESS = 8
+
+
+class _CountedLog:
+    """One log line per LOG_EVERY seconds for a repeated refusal, with the count."""
+
+    LOG_EVERY = 30.0
+
+    def __init__(self) -> None:
+        self._last = float("-inf")
+        self._held = 0
+
+    def failed(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last < self.LOG_EVERY:
+            self._held += 1
+            return
+        held, self._held, self._last = self._held, 0, now
+        suffix = (
+            f" ({held} more refusals like it in the last {self.LOG_EVERY:.0f} s)" if held else ""
+        )
+        log.info("refused %s" + suffix, message % args)
 
 
 class Authenticator:
@@ -68,13 +95,67 @@ class Authenticator:
         self.clock = clock
         self.metrics = metrics
         self._next_purge = 0.0
+        # key id -> (expires, key or None): see `_key`
+        self._keys: dict[str, tuple[float, api_keys.ApiKey | None]] = {}
+        self._inflight: dict[str, asyncio.Future[api_keys.ApiKey | None]] = {}
+        self._lookups: dict[str, int] = {}  # client address -> distinct lookups in flight
+        self._refused_keys = _CountedLog()
+
+    async def _key(
+        self, key_id: str, *, fresh: bool = False, address: str = "-"
+    ) -> tuple[api_keys.ApiKey | None, bool]:
+        """The key, from a cache of KEY_CACHE_SECONDS (at most KEY_CACHE_SIZE entries) of
+        both found and unknown keys: a flood of unknown or wrongly signed key ids costs no
+        database lookup after the first. A signature that verifies against a cached key
+        re-reads it (`fresh`), so revocation is immediate for every accepted request.
+        Concurrent lookups of one key id share one query, and one client address has at
+        most LOOKUPS_PER_ADDRESS lookups of distinct key ids in flight (429 beyond: a flood
+        of made-up key ids cannot fill the pool; a `fresh` re-read, which follows a valid
+        signature, is not capped). Returns the key and whether it came from the cache."""
+        now = time.monotonic()
+        cached = None if fresh else self._keys.get(key_id)
+        if cached is not None and cached[0] > now:
+            return cached[1], True
+        pending = self._inflight.get(key_id)
+        if pending is None:
+            if not fresh and self._lookups.get(address, 0) >= LOOKUPS_PER_ADDRESS:
+                raise rate_limit_exceeded(
+                    "unauthenticated", 1, None, scope="address", what="key lookups"
+                )
+            pending = asyncio.ensure_future(api_keys.lookup_key(self.pool, key_id))
+            self._inflight[key_id] = pending
+            self._lookups[address] = self._lookups.get(address, 0) + 1
+            try:
+                key = await asyncio.shield(pending)
+            finally:
+                if self._inflight.get(key_id) is pending:
+                    del self._inflight[key_id]
+                self._lookups[address] -= 1
+                if not self._lookups[address]:
+                    del self._lookups[address]
+        else:
+            key = await asyncio.shield(pending)
+        self._keys.pop(key_id, None)
+        if len(self._keys) >= KEY_CACHE_SIZE:
+            for name, (expires, _) in list(self._keys.items()):
+                if expires <= now:
+                    del self._keys[name]
+            while len(self._keys) >= KEY_CACHE_SIZE:
+                del self._keys[next(iter(self._keys))]
+        self._keys[key_id] = (now + KEY_CACHE_SECONDS, key)
+        return key, False
 
     def _refuse(self, reason: str, message: str, **details: object) -> ApiError:
         self.metrics.auth_failures.labels(reason).inc()
         return ApiError(401, ErrorCode.AUTHENTICATION_ERROR, message, details)
 
     async def authenticate(
-        self, method: str, targets: Sequence[bytes], body: bytes, headers: Headers
+        self,
+        method: str,
+        targets: Sequence[bytes],
+        body: bytes,
+        headers: Headers,
+        address: str = "-",
     ) -> Principal:
         """`targets`: the forms of the request target the signature may cover (see
         `signing.targets`)."""
@@ -107,9 +188,9 @@ class Authenticator:
                 f"X-Timestamp is {abs(drift)} s {when}; the allowed clock skew is {self.skew} s",
                 server_time=int(now.timestamp()),
             )
-        key = await api_keys.lookup_key(self.pool, key_id)
+        key, cached = await self._key(key_id, address=address)
         if key is None or key.revoked:
-            log.info("refused key %r: %s", key_id[:64], "revoked" if key else "unknown")
+            self._refused_keys.failed("unknown or revoked key %r", key_id[:64])
             raise self._refuse("unknown_key", REJECTED)
         if not api_keys.matches(key, self._master_key):
             log.warning("key %s does not match the master key (was it rotated?)", key.key_id)
@@ -117,6 +198,12 @@ class Authenticator:
         secret = api_keys.derive_secret(self._master_key, key.key_id)
         if not signing.verify(secret, method, targets, body, timestamp, signature):
             raise self._refuse("bad_signature", REJECTED)
+        if cached:
+            # A valid signature on a key from the cache: read the key again, so that a
+            # revocation takes effect on the next request, not after the cache's TTL.
+            key, _ = await self._key(key_id, fresh=True)
+            if key is None or key.revoked:
+                raise self._refuse("unknown_key", REJECTED)
         if method not in IDEMPOTENT_METHODS:
             expires_at = datetime.fromtimestamp(int(timestamp), now.tzinfo) + timedelta(
                 seconds=self.skew
@@ -137,8 +224,10 @@ class Authenticator:
         self._next_purge = time.monotonic() + self.skew
         try:
             await api_keys.purge_signatures(self.pool, now - timedelta(seconds=self.skew))
-        except (asyncpg.PostgresError, OSError):
-            log.warning("purging old request signatures failed; retrying later", exc_info=True)
+        except Exception as error:
+            if not is_outage(error) and not isinstance(error, asyncpg.PostgresError):
+                raise
+            log.warning("purging old request signatures failed (%s); retrying later", error)
 
 
 class SignatureMiddleware:
@@ -152,11 +241,13 @@ class SignatureMiddleware:
         authenticator: Authenticator,
         max_body_bytes: int,
         clock: Callable[[], datetime],
+        addresses: AddressGuard | None = None,
     ) -> None:
         self.app = app
         self.authenticator = authenticator
         self.max_body_bytes = max_body_bytes
         self.clock = clock
+        self.addresses = addresses or AddressGuard()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -166,18 +257,43 @@ class SignatureMiddleware:
             body = await self._read_body(scope, receive)
             path: str = scope["path"]
             if path == SIGNED_PREFIX or path.startswith(SIGNED_PREFIX + "/"):
-                raw_path = scope.get("raw_path") or path.encode("utf-8")
-                targets = signing.targets(raw_path, scope.get("query_string", b""))
-                headers = Headers(scope=scope)
-                principal = await self.authenticator.authenticate(
-                    scope["method"], targets, body, headers
-                )
-                scope.setdefault("state", {})["principal"] = principal
-                check_body(headers, body)
+                body = await self._admit(scope, body)
         except ApiError as error:
             await error_response(scope, error, self.clock())(scope, receive, send)
             return
         await self.app(scope, _replay(body, receive), send)
+
+    async def _admit(self, scope: Scope, body: bytes) -> bytes:
+        """Address guard (429, before any key lookup), signature (401, counted against the
+        address), then the body rules (415/422, which cost the portfolio a token of the
+        route's class like any request: a flood of malformed bodies is rate limited; see
+        deps.refuse_malformed_body). Returns the body the app gets."""
+        client = scope.get("client")
+        address = str(client[0]) if client else "-"
+        wait = self.addresses.blocked(address)
+        if wait:
+            self.authenticator.metrics.rate_limited.labels(AddressGuard.ROUTE_CLASS).inc()
+            rule = self.addresses.limiter.rules[AddressGuard.ROUTE_CLASS]
+            raise rate_limit_exceeded(AddressGuard.ROUTE_CLASS, wait, rule, scope="address")
+        raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
+        targets = signing.targets(raw_path, scope.get("query_string", b""))
+        headers = Headers(scope=scope)
+        try:
+            principal = await self.authenticator.authenticate(
+                scope["method"], targets, body, headers, address
+            )
+        except ApiError as error:
+            if error.status == 401:
+                self.addresses.failed(address)
+            raise
+        scope.setdefault("state", {})["principal"] = principal
+        try:
+            check_body(headers, body)
+        except ApiError as error:
+            # Refused by deps.refuse_malformed_body once routed, after it took the token.
+            scope["state"]["body_error"] = error
+            return b""
+        return body
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         declared = Headers(scope=scope).get("content-length")

@@ -13,13 +13,16 @@ from fastapi import APIRouter, Response
 
 from api.deps import Deps, MetricsDep
 from api.errors import error_responses, unavailable
+from api.middleware import OutageLog
 from api.schemas import ComponentStatus, Health, Readiness
+from bootstrap.resources import DependencyUnavailable
 
 log = logging.getLogger("trading.api.health")
 
 router = APIRouter(tags=["service"])
 
-CHECK_TIMEOUT_SECONDS = 2
+CHECK_TIMEOUT_SECONDS = 1.5  # every check runs at once: /ready answers within 2 s
+NAMES = {"database": "database (PostgreSQL)", "temporal": "Temporal"}
 
 
 @router.get("/health", response_model=Health, summary="Liveness: the process answers")
@@ -53,31 +56,47 @@ async def ready(deps: Deps) -> Readiness:
         return Readiness(status="ready", components=components)
     down = sorted(name for name, component in components.items() if component.status == "down")
     raise unavailable(
-        f"not ready: {', '.join(down)} unavailable",
-        {"components": {name: c.model_dump(mode="json") for name, c in components.items()}},
-        retry_after=CHECK_TIMEOUT_SECONDS,
+        f"not ready: {', '.join(NAMES.get(name, name) for name in down)} unavailable",
+        {
+            "down": down,
+            "components": {name: c.model_dump(mode="json") for name, c in components.items()},
+        },
+        retry_after=2,
     )
 
 
 async def _check(name: str, check: Callable[[], Awaitable[bool]]) -> ComponentStatus:
+    """One check, answered within CHECK_TIMEOUT_SECONDS whatever it does: it runs as its
+    own task and is abandoned (cancelled, not awaited) at the deadline, since the clean-up
+    of a call into a frozen server (a pool release, a cancel request) can hang as well."""
     began = time.perf_counter()
     error = None
-    try:
-        async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
-            up = await check()
-        if not up:
-            error = "not ready"
-    except TimeoutError:
+    task = asyncio.ensure_future(check())
+    done, _ = await asyncio.wait({task}, timeout=CHECK_TIMEOUT_SECONDS)
+    if not done:
+        task.cancel()
+        task.add_done_callback(_swallow)
         error = f"no answer within {CHECK_TIMEOUT_SECONDS} s"
-    except Exception as err:
+    elif task.exception() is not None:
         # Only the type: a vendor's message may carry a URL with its API key.
-        error = type(err).__name__
+        err = task.exception()
+        error = err.reason if isinstance(err, DependencyUnavailable) else type(err).__name__
+    elif not task.result():
+        error = "not ready"
     elapsed = Decimal(int((time.perf_counter() - began) * 1_000_000)) / 1000
     if error is not None:
-        log.warning("readiness: %s is down (%s)", name, error)
+        _DOWN_LOG.failed(name, error)
     return ComponentStatus(
         status="up" if error is None else "down", latency_ms=elapsed, error=error
     )
+
+
+def _swallow(task: asyncio.Future[bool]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: no "exception was never retrieved" at exit
+
+
+_DOWN_LOG = OutageLog(every=60.0)  # readiness probes come every few seconds
 
 
 @router.get(
