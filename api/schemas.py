@@ -31,7 +31,22 @@ from pydantic import (
 
 from domain.errors import ErrorCode, ValidationError
 from domain.market import Timeframe
-from domain.orders import OrderSide, OrderStatus, OrderType, TimeInForce, validate_order_price
+from domain.orders import (
+    MAX_DURATION_SECONDS,
+    MAX_SLICES,
+    MIN_DURATION_SECONDS,
+    MIN_SLICES,
+    OrderClass,
+    OrderSide,
+    OrderStatus,
+    OrderType,
+    TimeInForce,
+    check_legs,
+    check_trail,
+    validate_order_price,
+    validate_trail_percent,
+    validate_trail_price,
+)
 from domain.portfolio import TradingState
 from domain.values import Quantity, decimal_text
 
@@ -63,6 +78,9 @@ def _decimal_input(value: Any) -> Decimal:
     if not isinstance(value, str) or not DECIMAL_TEXT.match(value):
         raise ValueError('must be a decimal string such as "150.50"')
     return Decimal(value)  # the pattern bounds both parts
+
+
+decimal_input = _decimal_input  # for inputs outside a body (query parameters)
 
 
 def _bounded(value: Decimal) -> Decimal:
@@ -126,10 +144,54 @@ StopPriceIn = Annotated[
     AfterValidator(_stop_price),
     WithJsonSchema(_PRICE_SCHEMA),
 ]
+TrailPriceIn = Annotated[
+    Decimal,
+    BeforeValidator(_decimal_input),
+    AfterValidator(validate_trail_price),
+    WithJsonSchema(_PRICE_SCHEMA),
+]
+TrailPercentIn = Annotated[
+    Decimal,
+    BeforeValidator(_decimal_input),
+    AfterValidator(validate_trail_percent),
+    WithJsonSchema({"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$", "examples": ["1.5"]}),
+]
 Symbol = Annotated[str, Field(pattern=SYMBOL_REGEX, examples=["AAPL"])]
 
 
 # -- orders ------------------------------------------------------------------------------------
+
+
+class ExecutionIn(BaseModel):
+    """An execution algorithm: the order becomes a parent worked as `slices` child orders
+    over `duration_seconds`, the first at once (TWAP: equal slices; VWAP: slices weighted
+    by the volume profile of recent minute bars)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    algorithm: Literal["twap", "vwap"]
+    duration_seconds: Annotated[
+        int, Field(strict=True, ge=MIN_DURATION_SECONDS, le=MAX_DURATION_SECONDS)
+    ]
+    slices: Annotated[int, Field(strict=True, ge=MIN_SLICES, le=MAX_SLICES)]
+
+
+class TakeProfitIn(BaseModel):
+    """A bracket's, OCO's or OTO's take-profit: a limit order closing the position."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit_price: LimitPriceIn
+
+
+class StopLossIn(BaseModel):
+    """A bracket's, OCO's or OTO's stop-loss: a stop (or, with limit_price, a stop-limit)
+    order closing the position."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stop_price: StopPriceIn
+    limit_price: LimitPriceIn | None = None
 
 
 class OrderCreate(BaseModel):
@@ -160,7 +222,29 @@ class OrderCreate(BaseModel):
     order_type: OrderType | None = None
     limit_price: LimitPriceIn | None = None
     stop_price: StopPriceIn | None = None
+    trail_price: TrailPriceIn | None = Field(
+        default=None,
+        description="trailing_stop: the stop trails the best price seen by this many dollars",
+    )
+    trail_percent: TrailPercentIn | None = Field(
+        default=None,
+        description="trailing_stop: or by this percent of the best price seen (0-50]",
+    )
     time_in_force: TimeInForce = TimeInForce.DAY
+    execution: ExecutionIn | None = Field(
+        default=None,
+        description="Work a market or limit order as a parent of timed child orders "
+        "(TWAP/VWAP); GET /orders/{id} lists the children as `legs`.",
+    )
+    order_class: OrderClass = Field(
+        default=OrderClass.SIMPLE,
+        description="simple; bracket (a market or limit entry, then take_profit and "
+        "stop_loss legs for what it filled, one cancelling the other); oco (take_profit and "
+        "stop_loss on a held position: `side` is the exit's side); oto (an entry, then one "
+        "leg). twap/vwap are set by `execution`.",
+    )
+    take_profit: TakeProfitIn | None = None
+    stop_loss: StopLossIn | None = None
     client_order_id: Annotated[str, Field(pattern=CLIENT_ORDER_ID_REGEX)] | None = Field(
         default=None,
         description="Idempotency key: the same value from the same portfolio always names "
@@ -172,6 +256,9 @@ class OrderCreate(BaseModel):
 
     @model_validator(mode="after")
     def _prices_match_type(self) -> OrderCreate:
+        trailing = self.trail_price is not None or self.trail_percent is not None
+        if self.order_type is None and trailing:
+            self.order_type = OrderType.TRAILING_STOP
         if self.order_type is None:
             self.order_type = {
                 (False, False): OrderType.MARKET,
@@ -191,7 +278,66 @@ class OrderCreate(BaseModel):
             raise ValidationError("limit_price", f"a {kind} order takes no limit_price")
         if not needs_stop and self.stop_price is not None:
             raise ValidationError("stop_price", f"a {kind} order takes no stop_price")
+        check_trail(self.order_type, self.trail_price, self.trail_percent)
+        if self.order_type is OrderType.TRAILING_STOP and self.time_in_force in (
+            TimeInForce.IOC,
+            TimeInForce.FOK,
+        ):
+            raise ValidationError("time_in_force", "a trailing_stop order is day or gtc")
+        if self.order_class is OrderClass.OCO:
+            # The exit's price is the take-profit's: the parent is a limit sell (or buy).
+            if self.limit_price is not None or self.stop_price is not None:
+                raise ValidationError(
+                    "limit_price", "an oco order's prices are its take_profit and stop_loss"
+                )
+            if self.order_type is not OrderType.MARKET or self.take_profit is None:
+                raise ValidationError("take_profit.limit_price", "an oco order needs take_profit")
+            self.order_type = OrderType.LIMIT
+            self.limit_price = self.take_profit.limit_price
+        if self.execution is None and self.order_class in (OrderClass.TWAP, OrderClass.VWAP):
+            raise ValidationError("order_class", "twap and vwap are set by `execution`")
+        if self.execution is not None:
+            if self.order_class not in (OrderClass.SIMPLE, self.execution.algorithm):
+                raise ValidationError("order_class", "an execution algorithm is not a structure")
+            self.order_class = OrderClass(self.execution.algorithm)
+        check_legs(
+            self.order_class,
+            self.side,
+            self.order_type,
+            self.limit_price,
+            None if self.take_profit is None else self.take_profit.limit_price,
+            None if self.stop_loss is None else self.stop_loss.stop_price,
+            None if self.stop_loss is None else self.stop_loss.limit_price,
+        )
+        if self.order_class.is_structure and self.time_in_force not in (
+            TimeInForce.DAY,
+            TimeInForce.GTC,
+        ):
+            raise ValidationError("time_in_force", "a bracket, oco or oto order is day or gtc")
+        if self.execution is not None:
+            if self.order_type not in (OrderType.MARKET, OrderType.LIMIT):
+                raise ValidationError(
+                    "execution", "an execution algorithm works a market or limit order"
+                )
+            if self.time_in_force not in (TimeInForce.DAY, TimeInForce.GTC):
+                raise ValidationError("time_in_force", "an algorithm's order is day or gtc")
         return self
+
+
+class OrderLeg(BaseModel):
+    """One child of a parent order: a TWAP/VWAP slice, or a bracket's, OCO's or OTO's
+    entry or exit leg."""
+
+    order_id: UUID
+    client_order_id: str
+    side: OrderSide | None = None
+    order_type: OrderType | None = None
+    limit_price: DecimalStr | None = None
+    stop_price: DecimalStr | None = None
+    status: OrderStatus
+    quantity: DecimalStr
+    filled_quantity: DecimalStr
+    average_fill_price: DecimalStr | None
 
 
 class OrderPublic(BaseModel):
@@ -208,6 +354,13 @@ class OrderPublic(BaseModel):
     quantity: DecimalStr
     limit_price: DecimalStr | None
     stop_price: DecimalStr | None
+    trail_price: DecimalStr | None = None
+    trail_percent: DecimalStr | None = None
+    order_class: OrderClass = OrderClass.SIMPLE
+    parent_order_id: UUID | None = None
+    legs: list[OrderLeg] | None = Field(
+        default=None, description="A parent's child orders, on GET /orders/{id} only"
+    )
     status: OrderStatus
     filled_quantity: DecimalStr
     remaining_quantity: DecimalStr
@@ -262,6 +415,22 @@ class OrderPlaced(OrderPublic):
     )
 
     message: str
+
+
+class CanceledOrder(BaseModel):
+    """One order of a cancel-all: its status after the cancel (`canceled`, `pending_cancel`
+    while the broker has not confirmed, or the terminal status it reached first).
+    `delivered` is false only when the cancel could not reach the order: retry."""
+
+    order_id: UUID
+    status: OrderStatus
+    delivered: bool
+
+
+class CancelAllResult(BaseModel):
+    """The answer to DELETE /orders: every order that was open, oldest first."""
+
+    orders: list[CanceledOrder]
 
 
 class OrderPage(BaseModel):
@@ -342,6 +511,34 @@ class PositionPublic(BaseModel):
     commission_paid: DecimalStr
     opened_at: datetime | None
     updated_at: datetime | None
+    stop_loss_price: DecimalStr | None = None
+    take_profit_price: DecimalStr | None = None
+
+
+class ProtectionIn(BaseModel):
+    """The levels a guard keeps on a position: it closes the position at market when the
+    last trade reaches the stop-loss or the take-profit (at least one of them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stop_loss_price: StopPriceIn | None = None
+    take_profit_price: LimitPriceIn | None = None
+    check_seconds: Annotated[int, Field(strict=True, ge=1, le=3600)] = 1
+
+    @model_validator(mode="after")
+    def _some_level(self) -> ProtectionIn:
+        if self.stop_loss_price is None and self.take_profit_price is None:
+            raise ValidationError("stop_loss_price", "give a stop_loss_price or take_profit_price")
+        return self
+
+
+class ProtectionPublic(BaseModel):
+    symbol: str
+    side: Literal["long", "short"]
+    quantity: DecimalStr
+    stop_loss_price: DecimalStr | None
+    take_profit_price: DecimalStr | None
+    guard: str = Field(description="the guard's workflow id")
 
 
 class PositionList(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import StrEnum
 from typing import TypeVar
 from uuid import UUID, uuid4
@@ -14,6 +14,7 @@ from domain.errors import IllegalTransitionError, OverfillError, ValidationError
 from domain.values import (
     MAX_PRICE,
     QUANTITY_DP,
+    QUANTITY_STEP,
     Quantity,
     round_to_tick,
     tick_size_for,
@@ -40,6 +41,35 @@ class OrderType(StrEnum):
     LIMIT = "limit"
     STOP = "stop"
     STOP_LIMIT = "stop_limit"
+    TRAILING_STOP = "trailing_stop"  # a stop that follows the price by trail_price/percent
+
+
+class OrderClass(StrEnum):
+    """What an order is within a structure: a simple order, or the parent of an execution
+    algorithm's child orders (TWAP: equal slices in time, VWAP: slices by volume)."""
+
+    SIMPLE = "simple"
+    TWAP = "twap"
+    VWAP = "vwap"
+    BRACKET = "bracket"  # an entry, then a take-profit and a stop-loss that cancel each other
+    OCO = "oco"  # two exit legs on a held position: one filling cancels the other
+    OTO = "oto"  # an entry, then one exit leg
+
+    @property
+    def is_parent(self) -> bool:
+        return self is not OrderClass.SIMPLE
+
+    @property
+    def is_structure(self) -> bool:
+        """An entry and/or exit legs (BracketWorkflow), not an execution algorithm."""
+        return self in (OrderClass.BRACKET, OrderClass.OCO, OrderClass.OTO)
+
+
+# An execution algorithm's bounds: slices per parent, and the time it is worked over.
+MIN_SLICES = 2
+MAX_SLICES = 100
+MIN_DURATION_SECONDS = 60
+MAX_DURATION_SECONDS = 7 * 24 * 3600
 
 
 class TimeInForce(StrEnum):
@@ -133,6 +163,163 @@ def validate_order_price(value: object, field_name: str) -> Decimal:
     return price
 
 
+MAX_TRAIL_PERCENT = Decimal(50)
+MIN_STOP = Decimal("0.0001")
+TRAIL_PERCENT_STEP = Decimal("0.01")
+
+
+def validate_trail_price(value: object) -> Decimal:
+    """A trailing stop's distance in dollars: positive and on the tick grid."""
+    return validate_order_price(value, "trail_price")
+
+
+def validate_trail_percent(value: object) -> Decimal:
+    """A trailing stop's distance in percent of the mark: above 0, at most 50, in 0.01."""
+    percent = to_decimal(value, "trail_percent")
+    if not 0 < percent <= MAX_TRAIL_PERCENT:
+        raise ValidationError(
+            "trail_percent", f"trail_percent must be above 0 and at most {MAX_TRAIL_PERCENT}"
+        )
+    if percent % TRAIL_PERCENT_STEP != 0:
+        raise ValidationError("trail_percent", "trail_percent has more than 2 decimal places")
+    return percent
+
+
+def check_trail(
+    order_type: OrderType, trail_price: Decimal | None, trail_percent: Decimal | None
+) -> None:
+    """A trailing stop has exactly one of trail_price and trail_percent; others neither."""
+    trailing = order_type is OrderType.TRAILING_STOP
+    if trailing and (trail_price is None) == (trail_percent is None):
+        raise ValidationError(
+            "trail_price", "a trailing_stop order needs one of trail_price and trail_percent"
+        )
+    if not trailing and trail_price is not None:
+        raise ValidationError("trail_price", f"a {order_type.value} order takes no trail_price")
+    if not trailing and trail_percent is not None:
+        raise ValidationError("trail_percent", f"a {order_type.value} order takes no trail_percent")
+
+
+def check_legs(
+    order_class: OrderClass,
+    side: OrderSide,
+    order_type: OrderType,
+    limit_price: Decimal | None,
+    take_profit: Decimal | None,
+    stop_loss: Decimal | None,
+    stop_loss_limit: Decimal | None,
+) -> None:
+    """The exit legs of a bracket, OCO or OTO order, or a ValidationError naming the field.
+
+    `side` is the entry's side (bracket, oto) or the exit's side (oco); the exits of a buy
+    entry sell. For a long (exits sell) the take-profit is above the stop-loss, and above
+    a limit entry's price while the stop is below it; a short mirrors this. A stop-limit
+    stop-loss's limit is on the far side of its stop (a sell's limit at or below it)."""
+    if not order_class.is_structure:  # simple, or an execution algorithm's parent
+        if take_profit is not None:
+            raise ValidationError(
+                "take_profit", "take_profit needs order_class bracket, oco or oto"
+            )
+        if stop_loss is not None:
+            raise ValidationError("stop_loss", "stop_loss needs order_class bracket, oco or oto")
+        return
+    if order_class is OrderClass.OTO:
+        if (take_profit is None) == (stop_loss is None):
+            raise ValidationError(
+                "take_profit", "an oto order needs exactly one of take_profit and stop_loss"
+            )
+    else:
+        if take_profit is None:
+            raise ValidationError(
+                "take_profit.limit_price", f"a {order_class.value} order needs a take_profit"
+            )
+        if stop_loss is None:
+            raise ValidationError(
+                "stop_loss.stop_price", f"a {order_class.value} order needs a stop_loss"
+            )
+    if order_class is OrderClass.OCO:
+        exits_sell = side is OrderSide.SELL
+    else:
+        if order_type not in (OrderType.MARKET, OrderType.LIMIT):
+            raise ValidationError(
+                "order_type", f"a {order_class.value} order's entry is market or limit"
+            )
+        exits_sell = side is OrderSide.BUY
+    long_ = "a long" if exits_sell else "a short"
+    if take_profit is not None and stop_loss is not None:
+        if exits_sell and take_profit <= stop_loss:
+            raise ValidationError(
+                "take_profit.limit_price", f"{long_}'s take-profit must be above its stop-loss"
+            )
+        if not exits_sell and take_profit >= stop_loss:
+            raise ValidationError(
+                "take_profit.limit_price", f"{long_}'s take-profit must be below its stop-loss"
+            )
+    if limit_price is not None and order_class is not OrderClass.OCO:
+        if take_profit is not None and (take_profit <= limit_price) == exits_sell:
+            where = "above" if exits_sell else "below"
+            raise ValidationError(
+                "take_profit.limit_price",
+                f"{long_}'s take-profit must be {where} the entry's price",
+            )
+        if stop_loss is not None and (stop_loss >= limit_price) == exits_sell:
+            where = "below" if exits_sell else "above"
+            raise ValidationError(
+                "stop_loss.stop_price",
+                f"{long_}'s stop-loss must be {where} the entry's price",
+            )
+    if stop_loss is not None and stop_loss_limit is not None:
+        if (stop_loss_limit > stop_loss) == exits_sell and stop_loss_limit != stop_loss:
+            where = "at or below" if exits_sell else "at or above"
+            raise ValidationError(
+                "stop_loss.limit_price", f"a stop-loss limit must be {where} its stop_price"
+            )
+
+
+def trailing_stop_price(
+    side: OrderSide, mark: Decimal, trail_price: Decimal | None, trail_percent: Decimal | None
+) -> Decimal:
+    """Where a trailing stop stands for its mark: a trail below the high-water mark for a
+    sell, above the low-water mark for a buy. On the tick grid, rounded toward the mark (a
+    sell's stop up, a buy's down) so it never trails by more than asked; never below one
+    tick."""
+    if trail_price is not None:
+        distance = trail_price
+    else:
+        assert trail_percent is not None
+        distance = mark * trail_percent / 100
+    if side is OrderSide.SELL:
+        raw = mark - distance
+        tick = tick_size_for(max(raw, MIN_STOP))
+        return max(raw.quantize(tick, rounding=ROUND_CEILING), tick)
+    raw = mark + distance
+    return raw.quantize(tick_size_for(raw), rounding=ROUND_FLOOR)
+
+
+def split_quantity(quantity: Decimal, weights: list[Decimal]) -> list[Decimal]:
+    """`quantity` split in proportion to `weights` (one slice each), in whole shares when
+    the quantity is whole (else in steps of 10^-6): each slice gets the floor of its share
+    and the leftover steps go, one each, to the slices with the largest remainders (the
+    earliest first on a tie). The slices add up to `quantity` exactly; some may be 0.
+    Equal weights when every weight is 0."""
+    if not weights:
+        raise ValidationError("slices", "at least one slice")
+    if any(w < 0 for w in weights):
+        raise ValidationError("weights", "weights cannot be negative")
+    total = sum(weights, Decimal(0))
+    if total == 0:
+        weights, total = [Decimal(1)] * len(weights), Decimal(len(weights))
+    step = Decimal(1) if quantity == quantity.to_integral_value() else QUANTITY_STEP
+    units = int(quantity / step)
+    exact = [Decimal(units) * w / total for w in weights]
+    floors = [int(x) for x in exact]
+    leftover = units - sum(floors)
+    order = sorted(range(len(weights)), key=lambda i: (-(exact[i] - floors[i]), i))
+    for i in order[:leftover]:
+        floors[i] += 1
+    return [Decimal(n) * step for n in floors]
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -183,6 +370,10 @@ class Order:
     time_in_force: TimeInForce = TimeInForce.DAY
     limit_price: Decimal | None = None
     stop_price: Decimal | None = None
+    trail_price: Decimal | None = None
+    trail_percent: Decimal | None = None
+    order_class: OrderClass = OrderClass.SIMPLE
+    parent_order_id: UUID | None = None
     id: UUID = field(default_factory=uuid4)
     portfolio_id: UUID | None = None
     client_order_id: str | None = None
@@ -211,6 +402,7 @@ class Order:
         self.side = _enum(OrderSide, self.side, "side")
         self.order_type = _enum(OrderType, self.order_type, "order_type")
         self.time_in_force = _enum(TimeInForce, self.time_in_force, "time_in_force")
+        self.order_class = _enum(OrderClass, self.order_class, "order_class")
         self.status = _enum(OrderStatus, self.status, "status")
         needs_limit = self.order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT)
         needs_stop = self.order_type in (OrderType.STOP, OrderType.STOP_LIMIT)
@@ -227,6 +419,11 @@ class Order:
             self.limit_price = validate_order_price(self.limit_price, "limit_price")
         if self.stop_price is not None:
             self.stop_price = validate_order_price(self.stop_price, "stop_price")
+        if self.trail_price is not None:
+            self.trail_price = validate_trail_price(self.trail_price)
+        if self.trail_percent is not None:
+            self.trail_percent = validate_trail_percent(self.trail_percent)
+        check_trail(self.order_type, self.trail_price, self.trail_percent)
         if self.client_order_id is not None and not (0 < len(self.client_order_id) <= 128):
             raise ValidationError("client_order_id", "client_order_id must be 1-128 characters")
         self.filled_quantity = to_decimal(self.filled_quantity, "filled_quantity")
@@ -372,6 +569,12 @@ class Order:
         if self.stop_price is not None:
             worst = max if self.side is OrderSide.BUY else min
             return worst(self.stop_price, market_price)
+        if self.order_type is OrderType.TRAILING_STOP:
+            # It triggers one trail away from the best price seen; from here, that is a
+            # trail away from the market (a buy's stop above it, a sell's below).
+            return trailing_stop_price(
+                self.side, market_price, self.trail_price, self.trail_percent
+            )
         return market_price
 
     def signed_quantity(self) -> Decimal:
@@ -396,11 +599,17 @@ __all__ = [
     "TRANSITIONS",
     "Fill",
     "Order",
+    "OrderClass",
     "OrderSide",
     "OrderStatus",
     "OrderType",
     "TimeInForce",
     "can_transition",
+    "check_trail",
+    "split_quantity",
+    "trailing_stop_price",
     "validate_order_price",
+    "validate_trail_percent",
+    "validate_trail_price",
     "validate_symbol",
 ]

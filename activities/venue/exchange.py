@@ -32,6 +32,7 @@ from uuid import UUID, uuid5
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from activities import metrics
 from activities.backoff import sleep_until_stopped
 from activities.calendar.sessions import MarketSessions
 from activities.venue.matching import Match, VenueOrder, decide, quote_bucket
@@ -84,7 +85,7 @@ WITH execution AS (
     UPDATE venue_orders
     SET status = $2, filled_quantity = $3, filled_notional = $4, triggered = $5,
         last_quote_at = coalesce($6, last_quote_at), reason = coalesce($7, reason),
-        updated_at = $8
+        updated_at = $8, mark = coalesce($17, mark)
     WHERE client_order_id = $1
 ), events AS (
     INSERT INTO venue_outbox (client_order_id, event, payload)
@@ -99,6 +100,7 @@ _ORDER_COLUMNS = """
     o.client_order_id, o.broker_order_id, o.symbol, o.side, o.order_type, o.time_in_force,
     o.quantity, o.limit_price, o.stop_price, o.status, o.filled_quantity, o.filled_notional,
     o.triggered, o.created_at, o.expires_at, o.last_quote_at, o.reason,
+    o.trail_price, o.trail_percent, o.mark, o.oco_group,
     (SELECT count(*) FROM venue_executions e WHERE e.client_order_id = o.client_order_id)
         AS fills,
     (SELECT coalesce(sum(e.commission), 0) FROM venue_executions e
@@ -190,8 +192,10 @@ class PaperVenue:
                     INSERT INTO venue_orders (
                         client_order_id, broker_order_id, symbol, side, order_type,
                         time_in_force, quantity, limit_price, stop_price, status, reason,
-                        created_at, updated_at, expires_at)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13)
+                        created_at, updated_at, expires_at, trail_price, trail_percent,
+                        oco_group)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14,
+                        $15, $16)
                     ON CONFLICT (client_order_id) DO NOTHING
                     RETURNING true
                     """,
@@ -208,6 +212,9 @@ class PaperVenue:
                     reason,
                     now,
                     expires_at,
+                    request.trail_price,
+                    request.trail_percent,
+                    request.oco_group,
                 )
                 if inserted:
                     event = BrokerEventType.NEW if reason is None else BrokerEventType.REJECTED
@@ -336,7 +343,12 @@ class PaperVenue:
                     continue
                 try:
                     written, taken = await self._match_order(
-                        conn, candidate.client_order_id, quote, now, market_open
+                        conn,
+                        candidate.client_order_id,
+                        quote,
+                        now,
+                        market_open,
+                        candidate.oco_group,
                     )
                 except (DomainError, asyncpg.IntegrityConstraintViolationError, asyncpg.DataError):
                     # One order the rules or the schema refuse must not stop the venue.
@@ -390,11 +402,26 @@ class PaperVenue:
         quote: Quote | None,
         now: datetime,
         market_open: bool,
+        group: str | None = None,
     ) -> tuple[int, Decimal]:
         """Re-read one order under its lock and apply its match: the execution, the order's
         new state and the events, in one statement (a pass over many fills is bound by round
-        trips); the number of events written and the quantity filled."""
+        trips); the number of events written and the quantity filled.
+
+        An order of an OCO group is matched with the whole group locked (every member's row,
+        in client order id order, so two matchers cannot deadlock), and a fill, even a
+        partial one, cancels the group's other working orders in the same transaction: two
+        legs marketable in the same pass never both fill. (`group` comes from the read without
+        the lock: an order's group is written with it and never changes.)"""
         async with conn.transaction():
+            if group is not None:
+                await conn.execute(
+                    """
+                    SELECT 1 FROM venue_orders WHERE oco_group = $1
+                    ORDER BY client_order_id FOR UPDATE
+                    """,
+                    group,
+                )
             row = await conn.fetchrow(
                 f"""
                 SELECT {_ORDER_COLUMNS} FROM venue_orders o
@@ -468,8 +495,37 @@ class PaperVenue:
                 [event.value for event, _ in events],
                 [fields for _, fields in events],
                 CHANNEL,
+                match.mark,
             )
-            return len(events), match.quantity
+            written = len(events)
+            if group is not None and match.quantity > 0:
+                written += await self._cancel_group(conn, group, client_order_id, now)
+            return written, match.quantity
+
+    async def _cancel_group(self, conn: Connection, group: str, filled: str, now: datetime) -> int:
+        """Cancel the working orders of `filled`'s OCO group other than it (the group's rows
+        are locked by the caller's transaction); the number of events written."""
+        rows = await conn.fetch(
+            """
+            UPDATE venue_orders SET status = 'canceled', reason = $3, updated_at = $4
+            WHERE oco_group = $1 AND client_order_id <> $2 AND status = ANY($5::text[])
+            RETURNING client_order_id, broker_order_id, filled_quantity
+            """,
+            group,
+            filled,
+            f"one-cancels-other: {filled} filled",
+            now,
+            list(WORKING),
+        )
+        for row in rows:
+            fields = payload(
+                broker_order_id=row["broker_order_id"],
+                cumulative_quantity=row["filled_quantity"],
+                timestamp=now,
+                reason=f"one-cancels-other: {filled} filled",
+            )
+            await enqueue(conn, row["client_order_id"], BrokerEventType.CANCELED, fields)
+        return len(rows)
 
     # -- the matching loop ------------------------------------------------------------------
 
@@ -499,7 +555,8 @@ class PaperVenue:
                     if self._lock_conn is None and not await self._try_lock():
                         pause = tick * LOCK_RETRY_TICKS
                     if self._lock_conn is not None:
-                        await self.match_once()
+                        with metrics.VENUE_MATCH_SECONDS.time():
+                            await self.match_once()
                     failures = 0
                 except Exception:
                     failures += 1

@@ -21,6 +21,12 @@ Matching rules (one pass, `match_once`, at the venue clock's `now`):
 * Stop and stop-limit orders trigger when the last traded price crosses the stop (buy:
   last >= stop; sell: last <= stop); the trigger is kept on the row (`triggered`), so a
   triggered stop-limit keeps resting as a limit when the price comes back.
+* Trailing stops keep a mark, the best last trade since they started working (the highest
+  for a sell, the lowest for a buy), on the row (`mark`), written with the order's other
+  changes; the stop stands `trail_price` (or `trail_percent` of the mark) behind it, on the
+  tick grid toward the mark, and triggers like a stop on the last trade, then fills as a
+  market order. A restarted venue resumes from the stored mark, never from the price of
+  the moment.
 * IOC and FOK orders get exactly one pass, their first after the latency: IOC fills what is
   available then and cancels the rest; FOK fills completely then or is canceled with
   nothing filled. An untriggered stop, an unmarketable limit, a closed market or a missing
@@ -44,7 +50,7 @@ from typing import Any, Protocol
 
 from contracts.payloads import BrokerEventType
 from domain.market import Quote
-from domain.orders import OrderSide, OrderType, TimeInForce
+from domain.orders import OrderSide, OrderType, TimeInForce, trailing_stop_price
 from domain.values import tick_size_for
 
 
@@ -82,6 +88,10 @@ class VenueOrder:
     last_quote_at: datetime | None
     reason: str | None
     fills: int  # executions so far: the next execution id is `{broker_order_id}-{fills + 1}`
+    trail_price: Decimal | None = None
+    trail_percent: Decimal | None = None
+    mark: Decimal | None = None  # a trailing stop's best price seen (high for a sell)
+    oco_group: str | None = None  # exit legs of which a pass fills at most one
 
     @classmethod
     def from_row(cls, row: Row) -> VenueOrder:
@@ -104,6 +114,10 @@ class VenueOrder:
             last_quote_at=row["last_quote_at"],
             reason=row["reason"],
             fills=row["fills"],
+            trail_price=_column(row, "trail_price"),
+            trail_percent=_column(row, "trail_percent"),
+            mark=_column(row, "mark"),
+            oco_group=_column(row, "oco_group"),
         )
 
     @property
@@ -126,9 +140,35 @@ class Match:
     quote_at: datetime | None = None  # the quote bucket the fill consumed
     close: BrokerEventType | None = None  # CANCELED or EXPIRED
     reason: str | None = None
+    mark: Decimal | None = None  # a trailing stop's mark after this pass
 
     def changes(self, order: VenueOrder) -> bool:
-        return self.triggered != order.triggered or self.quantity > 0 or self.close is not None
+        return (
+            self.triggered != order.triggered
+            or self.quantity > 0
+            or self.close is not None
+            or self.mark != order.mark
+        )
+
+
+def _column(row: Row, name: str) -> Any:
+    """A column added by a later migration; None for a row (a test's dict) without it."""
+    try:
+        return row[name]
+    except KeyError:
+        return None
+
+
+def trail(order: VenueOrder, last: Decimal) -> tuple[Decimal, Decimal]:
+    """A trailing stop's mark after a trade at `last` (the best price seen since it started
+    working: the highest for a sell, the lowest for a buy) and where its stop stands."""
+    if order.mark is None:
+        mark = last
+    elif order.side is OrderSide.SELL:
+        mark = max(order.mark, last)
+    else:
+        mark = min(order.mark, last)
+    return mark, trailing_stop_price(order.side, mark, order.trail_price, order.trail_percent)
 
 
 def quote_bucket(at: datetime, refresh: timedelta) -> datetime:
@@ -170,14 +210,28 @@ def decide(
 ) -> Match:
     """The matching rules of the module docstring for one working order: a pure function."""
     if order.expires_at is not None and now >= order.expires_at:
-        return Match(order.triggered, close=BrokerEventType.EXPIRED, reason="expired at the close")
+        return Match(
+            order.triggered,
+            close=BrokerEventType.EXPIRED,
+            reason="expired at the close",
+            mark=order.mark,
+        )
     if not market_open or quote is None:
         if order.one_pass:
             why = "market closed" if not market_open else f"no quote for {order.symbol}"
-            return Match(order.triggered, close=BrokerEventType.CANCELED, reason=why)
-        return Match(order.triggered)
+            return Match(
+                order.triggered, close=BrokerEventType.CANCELED, reason=why, mark=order.mark
+            )
+        return Match(order.triggered, mark=order.mark)
     is_stop = order.order_type in (OrderType.STOP, OrderType.STOP_LIMIT)
     triggered = order.triggered or (is_stop and stop_hit(order, quote.last))
+    mark = order.mark
+    if order.order_type is OrderType.TRAILING_STOP:
+        is_stop = True
+        if not order.triggered:
+            mark, stop = trail(order, quote.last)
+            hit = quote.last >= stop if order.side is OrderSide.BUY else quote.last <= stop
+            triggered = hit
     quantity = Decimal(0)
     price: Decimal | None = None
     bucket = quote_bucket(quote.timestamp, refresh)
@@ -215,4 +269,5 @@ def decide(
         quote_at=bucket if quantity > 0 else None,
         close=close,
         reason=reason,
+        mark=mark,
     )

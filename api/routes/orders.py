@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from decimal import Decimal
 from typing import Annotated
 from uuid import UUID
 
+import asyncpg
 from fastapi import APIRouter, Depends, Query, Response
 from temporalio.client import (
     WorkflowUpdateFailedError,
@@ -20,17 +22,29 @@ from api import queries
 from api.deps import CurrentKey, Deps, MetricsDep, rate_limited
 from api.errors import ApiError, error_responses, invalid, not_found, unavailable
 from api.routes import API_V1
-from api.schemas import SYMBOL_REGEX, OrderCreate, OrderPage, OrderPlaced, OrderPublic
+from api.schemas import (
+    SYMBOL_REGEX,
+    CancelAllResult,
+    CanceledOrder,
+    OrderCreate,
+    OrderLeg,
+    OrderPage,
+    OrderPlaced,
+    OrderPublic,
+)
 from bootstrap import control
 from contracts.payloads import (
+    ExecutionPlan,
+    LegPlan,
     OrderRequest,
     OrderSnapshot,
+    Placement,
     order_id_for,
 )
 from domain.errors import ErrorCode
 from domain.errors import ValidationError as DomainValidationError
-from domain.market import SymbolNotFoundError
-from domain.orders import OrderStatus
+from domain.market import Quote, SymbolNotFoundError
+from domain.orders import OrderClass, OrderSide, OrderStatus, OrderType, check_legs
 
 log = logging.getLogger("trading.api.orders")
 
@@ -82,7 +96,7 @@ async def place_order(
     existing = await queries.find_by_client_order_id(deps.pool, key.portfolio_id, client_order_id)
     if existing is not None:
         return _duplicate(existing, body, response)
-    await _check_symbol(deps, body.symbol, metrics)
+    quote = await _check_symbol(deps, body.symbol, metrics)
     assert body.order_type is not None  # set by OrderCreate's validator
     order_id = order_id_for(key.portfolio_id, client_order_id)
     request = OrderRequest(
@@ -96,39 +110,42 @@ async def place_order(
         time_in_force=body.time_in_force,
         limit_price=body.limit_price,
         stop_price=body.stop_price,
+        trail_price=body.trail_price,
+        trail_percent=body.trail_percent,
+        order_class=body.order_class,
     )
-    pending = {"order_id": str(order_id), "client_order_id": client_order_id}
-    try:
-        async with asyncio.timeout(deps.settings.api_decision_timeout_seconds):
-            placement = await control.place_order(
-                deps.temporal,
-                request,
-                deps.settings.workflow_options(),
-                deps.settings.task_queue,
-                request_token=uuid.uuid4().hex,
-            )
-    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
-        raise _not_yet("risk has not decided yet", pending) from None
-    except (WorkflowAlreadyStartedError, WorkflowUpdateFailedError, RPCError) as err:
-        # The time-skipping test server reports the refused start as a bare ALREADY_EXISTS.
-        closed = isinstance(err, WorkflowAlreadyStartedError) or (
-            isinstance(err, RPCError) and err.status is RPCStatusCode.ALREADY_EXISTS
+    plan = None
+    if body.execution is not None:
+        execution = body.execution
+        plan = ExecutionPlan(body.order_class, execution.duration_seconds, execution.slices)
+    legs = None
+    if body.order_class.is_structure:
+        legs = LegPlan(
+            take_profit_limit=body.take_profit.limit_price if body.take_profit else None,
+            stop_loss_stop=body.stop_loss.stop_price if body.stop_loss else None,
+            stop_loss_limit=body.stop_loss.limit_price if body.stop_loss else None,
         )
-        if not closed:
-            log.warning("order %s: no decision: %s", order_id, type(err).__name__)
-            raise _not_yet("the order could not be decided", pending) from None
+        if body.order_class is OrderClass.OCO:
+            await _check_held(deps, key.portfolio_id, body)
+        elif body.order_type is OrderType.MARKET:
+            # A market entry's price is the far touch: the legs must be on its far sides.
+            entry_price = quote.ask if body.side is OrderSide.BUY else quote.bid
+            try:
+                check_legs(
+                    body.order_class,
+                    body.side,
+                    body.order_type,
+                    entry_price,
+                    legs.take_profit_limit,
+                    legs.stop_loss_stop,
+                    legs.stop_loss_limit,
+                )
+            except DomainValidationError as err:
+                raise invalid(err.field, err.rule) from None
+    placement = await decide(deps, request, plan, legs)
+    if placement is None:
         # The workflow ran and closed: the store has the order unless it failed before risk.
-        existing = await queries.find_by_client_order_id(
-            deps.pool, key.portfolio_id, client_order_id
-        )
-        if existing is None:
-            raise ApiError(
-                409,
-                ErrorCode.CONFLICT,
-                "an earlier attempt with this client_order_id ended before risk decided; "
-                "place the order with a new client_order_id",
-                pending,
-            ) from None
+        existing = await closed_earlier(deps, request)
         return _duplicate(existing, body, response)
     decided = placement.order
     if decided.status is OrderStatus.REJECTED:
@@ -139,6 +156,58 @@ async def place_order(
     metrics.orders_placed.inc()
     log.info("order %s accepted (%s); reason: %r", order_id, decided.status.value, body.reason)
     return placed(decided, "order accepted")
+
+
+async def decide(
+    deps: Deps,
+    request: OrderRequest,
+    plan: ExecutionPlan | None = None,
+    legs: LegPlan | None = None,
+) -> Placement | None:
+    """Start the order's workflow and wait, bounded, for risk's decision; None when a
+    workflow for this order id ran and closed already (read the order from the store).
+    A decision that does not come in time answers 503: retrying with the same
+    client_order_id finds the order."""
+    pending = {"order_id": str(request.order_id), "client_order_id": request.client_order_id}
+    try:
+        async with asyncio.timeout(deps.settings.api_decision_timeout_seconds):
+            return await control.place_order(
+                deps.temporal,
+                request,
+                deps.settings.workflow_options(),
+                deps.settings.task_queue,
+                request_token=uuid.uuid4().hex,
+                plan=plan,
+                legs=legs,
+            )
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        raise _not_yet("risk has not decided yet", pending) from None
+    except (WorkflowAlreadyStartedError, WorkflowUpdateFailedError, RPCError) as err:
+        # The time-skipping test server reports the refused start as a bare ALREADY_EXISTS.
+        closed = isinstance(err, WorkflowAlreadyStartedError) or (
+            isinstance(err, RPCError) and err.status is RPCStatusCode.ALREADY_EXISTS
+        )
+        if not closed:
+            log.warning("order %s: no decision: %s", request.order_id, type(err).__name__)
+            raise _not_yet("the order could not be decided", pending) from None
+        return None
+
+
+async def closed_earlier(deps: Deps, request: OrderRequest) -> OrderSnapshot:
+    """The order of a workflow that already closed, or 409 when it closed before risk
+    decided (no order row): the client must use a new client_order_id."""
+    existing = await queries.find_by_client_order_id(
+        deps.pool, request.portfolio_id, request.client_order_id
+    )
+    if existing is None:
+        raise ApiError(
+            409,
+            ErrorCode.CONFLICT,
+            "an earlier attempt with this client_order_id ended before risk decided; "
+            "place the order with a new client_order_id",
+            {"order_id": str(request.order_id), "client_order_id": request.client_order_id},
+        )
+    return existing
 
 
 def _duplicate(existing: OrderSnapshot, body: OrderCreate, response: Response) -> OrderPlaced:
@@ -152,6 +221,9 @@ def _duplicate(existing: OrderSnapshot, body: OrderCreate, response: Response) -
         body.time_in_force,
         body.limit_price,
         body.stop_price,
+        body.trail_price,
+        body.trail_percent,
+        body.order_class,
     )
     held = (
         existing.symbol,
@@ -161,6 +233,9 @@ def _duplicate(existing: OrderSnapshot, body: OrderCreate, response: Response) -
         existing.time_in_force,
         existing.limit_price,
         existing.stop_price,
+        existing.trail_price,
+        existing.trail_percent,
+        existing.order_class,
     )
     if asked != held:
         raise ApiError(
@@ -173,10 +248,29 @@ def _duplicate(existing: OrderSnapshot, body: OrderCreate, response: Response) -
     return placed(existing, "an order with this client_order_id already exists")
 
 
-async def _check_symbol(deps: Deps, symbol: str, metrics: MetricsDep) -> None:
-    """Refuse an unknown symbol before any workflow exists (and so before any order row)."""
+async def _check_held(deps: Deps, portfolio_id: UUID, body: OrderCreate) -> None:
+    """An OCO closes a held position: a long for a sell, a short for a buy, at least as
+    large as the order; otherwise 422 naming `quantity` (or `side`), and nothing starts."""
     try:
-        await deps.market_data.get_quote(symbol)
+        portfolio = await queries.load_portfolio(deps.pool, portfolio_id)
+    except (OSError, asyncpg.PostgresError) as err:
+        log.warning("oco position check failed: %s", type(err).__name__)
+        raise unavailable("the position could not be read; retry") from None
+    position = portfolio.positions.get(body.symbol)
+    held = Decimal(0) if position is None else position.quantity
+    if held == 0:
+        raise invalid("symbol", f"an oco order closes a held position; none in {body.symbol}")
+    if (held > 0) != (body.side is OrderSide.SELL):
+        raise invalid("side", f"the {body.symbol} position is closed by the other side")
+    if body.quantity > abs(held):
+        raise invalid("quantity", f"the {body.symbol} position is {abs(held)} shares")
+
+
+async def _check_symbol(deps: Deps, symbol: str, metrics: MetricsDep) -> Quote:
+    """Refuse an unknown symbol before any workflow exists (and so before any order row);
+    the symbol's quote."""
+    try:
+        return await deps.market_data.get_quote(symbol)
     except SymbolNotFoundError:
         metrics.orders_rejected.labels(ErrorCode.SYMBOL_NOT_FOUND.value).inc()
         reason = f"unknown symbol {symbol}"
@@ -246,6 +340,37 @@ def _statuses(values: list[str]) -> list[OrderStatus]:
     return chosen
 
 
+@router.delete(
+    "",
+    response_model=CancelAllResult,
+    summary="Cancel every open order",
+    description="Cancels every open order of the key's portfolio through each order's "
+    "workflow and lists them, oldest first, with the status each reached: `canceled`, or "
+    "`pending_cancel` while the broker has not confirmed (the cancel goes on durably; GET "
+    "the order later). An order that closed meanwhile shows its terminal status. With no "
+    "open order the list is empty. Safe to repeat.",
+    dependencies=[Depends(rate_limited("cancel_order"))],
+)
+async def cancel_all_orders(deps: Deps, key: CurrentKey) -> CancelAllResult:
+    try:
+        outcomes = await control.cancel_open_orders(
+            deps.temporal,
+            deps.pool,
+            key.portfolio_id,
+            reason="canceled by client (cancel all)",
+            wait_seconds=deps.settings.api_decision_timeout_seconds,
+        )
+    except (OSError, asyncpg.PostgresError) as err:
+        log.warning("cancel-all failed: %s", type(err).__name__)
+        raise unavailable("the orders could not be read; retry") from None
+    return CancelAllResult(
+        orders=[
+            CanceledOrder(order_id=o.order_id, status=o.status, delivered=o.delivered)
+            for o in outcomes
+        ]
+    )
+
+
 @router.get(
     "/{order_id}",
     response_model=OrderPublic,
@@ -257,7 +382,11 @@ async def get_order(order_id: UUID, deps: Deps, key: CurrentKey) -> OrderPublic:
     order = await queries.find_order(deps.pool, key.portfolio_id, order_id)
     if order is None:
         raise not_found(f"order {order_id}")
-    return order_public(order)
+    public = order_public(order)
+    if order.order_class.is_parent:
+        children = await queries.children_of(deps.pool, order.order_id)
+        public.legs = [OrderLeg.model_validate(c, from_attributes=True) for c in children]
+    return public
 
 
 @router.delete(
