@@ -13,7 +13,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -24,6 +24,7 @@ import httpx
 
 from api.schemas import (
     BarList,
+    CancelAllResult,
     Health,
     OrderPage,
     OrderPlaced,
@@ -171,7 +172,7 @@ def error_from(response: httpx.Response) -> TradingApiError:
 
 @dataclass(frozen=True)
 class Credentials:
-    """The credentials file of DESIGN.md (`make up` writes .trading/credentials.json)."""
+    """The credentials file (`make up` writes .trading/credentials.json; docs/signing.md)."""
 
     api_url: str
     api_key: str
@@ -262,6 +263,13 @@ def _place(
     time_in_force: str,
     client_order_id: str | None,
     reason: str | None,
+    trail_price: Number | None = None,
+    trail_percent: Number | None = None,
+    execution: dict[str, Any] | None = None,
+    order_class: str | None = None,
+    take_profit: Number | None = None,
+    stop_loss: Number | None = None,
+    stop_loss_limit: Number | None = None,
 ) -> _Call[OrderPlaced]:
     # A fresh client_order_id per call: a retry of this call must reuse it (pass it in),
     # and two orders meant to be two never share a body, so never a signature.
@@ -276,8 +284,24 @@ def _place(
         "order_type": order_type,
         "limit_price": None if limit_price is None else _text(limit_price),
         "stop_price": None if stop_price is None else _text(stop_price),
+        "trail_price": None if trail_price is None else _text(trail_price),
+        "trail_percent": None if trail_percent is None else _text(trail_percent),
+        "execution": execution,
         "reason": reason,
     }
+    if take_profit is not None or stop_loss is not None:
+        # A bracket unless told otherwise (oto: one leg; oco: exits of a held position).
+        both = take_profit is not None and stop_loss is not None
+        optional["order_class"] = order_class or ("bracket" if both else "oto")
+    elif order_class is not None:
+        optional["order_class"] = order_class
+    if take_profit is not None:
+        optional["take_profit"] = {"limit_price": _text(take_profit)}
+    if stop_loss is not None:
+        leg = {"stop_price": _text(stop_loss)}
+        if stop_loss_limit is not None:
+            leg["limit_price"] = _text(stop_loss_limit)
+        optional["stop_loss"] = leg
     body.update({name: value for name, value in optional.items() if value is not None})
     return _Call("POST", "/api/v1/orders", OrderPlaced.model_validate, body=body)
 
@@ -293,6 +317,62 @@ def _list(
     if cursor is not None:
         params.append(("cursor", cursor))
     return _Call("GET", "/api/v1/orders", OrderPage.model_validate, params=params)
+
+
+def _close(
+    symbol: str,
+    quantity: Number | None,
+    percentage: Number | None,
+    client_order_id: str | None,
+) -> _Call[OrderPlaced]:
+    params: list[tuple[str, str | int]] = []
+    if quantity is not None:
+        params.append(("quantity", _text(quantity)))
+    if percentage is not None:
+        params.append(("percentage", _text(percentage)))
+    if client_order_id is not None:
+        params.append(("client_order_id", client_order_id))
+    path = f"/api/v1/positions/{symbol}"
+    return _Call("DELETE", path, OrderPlaced.model_validate, params=params)
+
+
+_CANCEL_ALL = _Call("DELETE", "/api/v1/orders", CancelAllResult.model_validate)
+
+
+# How long wait_for_order sleeps between reads: quick at first (a market order fills in a
+# few hundred milliseconds), then once a second, well inside the read rate limit.
+WAIT_INTERVALS = (0.1, 0.2, 0.4, 0.8)
+WAIT_INTERVAL_MAX = 1.0
+
+
+def _wait_interval(attempt: int, error: TradingApiError | None) -> float:
+    if isinstance(error, RateLimitExceededError | ServiceUnavailableError):
+        return float(error.retry_after or 1)
+    return WAIT_INTERVALS[attempt] if attempt < len(WAIT_INTERVALS) else WAIT_INTERVAL_MAX
+
+
+@dataclass(frozen=True)
+class OrderEvent:
+    """One order update of the event stream: its id (resume after it), kind and order."""
+
+    id: str
+    event: str
+    order: OrderPublic
+
+
+def _parse_events(lines: Iterator[str]) -> Iterator[OrderEvent]:
+    fields: dict[str, str] = {}
+    for line in lines:
+        if line.startswith(":"):
+            continue
+        if line:
+            name, _, value = line.partition(":")
+            fields[name] = value.removeprefix(" ")
+            continue
+        if "data" in fields:
+            order = OrderPublic.model_validate_json(fields["data"])
+            yield OrderEvent(fields.get("id", ""), fields.get("event", "message"), order)
+        fields = {}
 
 
 def _positions(data: Any) -> list[PositionPublic]:
@@ -361,6 +441,13 @@ class TradingClient(_Base):
         time_in_force: str = "day",
         client_order_id: str | None = None,
         reason: str | None = None,
+        trail_price: Number | None = None,
+        trail_percent: Number | None = None,
+        execution: dict[str, Any] | None = None,
+        order_class: str | None = None,
+        take_profit: Number | None = None,
+        stop_loss: Number | None = None,
+        stop_loss_limit: Number | None = None,
     ) -> OrderPlaced:
         return self._run(
             _place(
@@ -373,11 +460,70 @@ class TradingClient(_Base):
                 time_in_force,
                 client_order_id,
                 reason,
+                trail_price,
+                trail_percent,
+                execution,
+                order_class,
+                take_profit,
+                stop_loss,
+                stop_loss_limit,
             )
         )
 
     def get_order(self, order_id: UUID | str) -> OrderPublic:
         return self._run(_Call("GET", f"/api/v1/orders/{order_id}", OrderPublic.model_validate))
+
+    def events(
+        self,
+        *,
+        last_event_id: str | None = None,
+        since: int | None = None,
+        limit: int | None = None,
+    ) -> Iterator[OrderEvent]:
+        """The portfolio's order updates as they happen (GET /events, Server-Sent Events);
+        pass the last event's `id` as `last_event_id` to resume without a gap."""
+        params: list[tuple[str, str | int | float | bool | None]] = []
+        if since is not None:
+            params.append(("since", since))
+        if limit is not None:
+            params.append(("limit", limit))
+        headers = {} if last_event_id is None else {"Last-Event-ID": last_event_id}
+        request = self.http.build_request("GET", "/api/v1/events", params=params, headers=headers)
+        response = self.http.send(request, stream=True)
+        try:
+            if response.status_code >= 400:
+                response.read()
+                raise error_from(response)
+            yield from _parse_events(response.iter_lines())
+        finally:
+            response.close()
+
+    def wait_for_order(
+        self,
+        order_id: UUID | str,
+        timeout: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> OrderPublic:
+        """Read the order until it is terminal (filled, canceled, expired, rejected) or
+        `timeout` seconds have passed; returns the last order read. Rate-limited and 503
+        answers are waited out (Retry-After) inside the timeout."""
+        deadline = clock() + timeout
+        attempt = 0
+        while True:
+            error: TradingApiError | None = None
+            try:
+                order = self.get_order(order_id)
+                if order.status.is_terminal:
+                    return order
+            except (RateLimitExceededError, ServiceUnavailableError) as err:
+                error = err
+            pause = _wait_interval(attempt, error)
+            if clock() + pause > deadline:
+                if error is not None:
+                    raise error
+                return order
+            time.sleep(pause)
+            attempt += 1
 
     def cancel_order(self, order_id: UUID | str) -> OrderPublic:
         return self._run(_Call("DELETE", f"/api/v1/orders/{order_id}", OrderPublic.model_validate))
@@ -390,6 +536,21 @@ class TradingClient(_Base):
         cursor: str | None = None,
     ) -> OrderPage:
         return self._run(_list(status, symbol, limit, cursor))
+
+    def cancel_all_orders(self) -> CancelAllResult:
+        """Cancel every open order of the portfolio (DELETE /orders)."""
+        return self._run(_CANCEL_ALL)
+
+    def close_position(
+        self,
+        symbol: str,
+        *,
+        quantity: Number | None = None,
+        percentage: Number | None = None,
+        client_order_id: str | None = None,
+    ) -> OrderPlaced:
+        """Close all of a position, `quantity` shares or `percentage` % of it at market."""
+        return self._run(_close(symbol, quantity, percentage, client_order_id))
 
     def get_portfolio(self) -> PortfolioPublic:
         return self._run(_Call("GET", "/api/v1/portfolio", PortfolioPublic.model_validate))
@@ -466,6 +627,13 @@ class AsyncTradingClient(_Base):
         time_in_force: str = "day",
         client_order_id: str | None = None,
         reason: str | None = None,
+        trail_price: Number | None = None,
+        trail_percent: Number | None = None,
+        execution: dict[str, Any] | None = None,
+        order_class: str | None = None,
+        take_profit: Number | None = None,
+        stop_loss: Number | None = None,
+        stop_loss_limit: Number | None = None,
     ) -> OrderPlaced:
         return await self._run(
             _place(
@@ -478,8 +646,42 @@ class AsyncTradingClient(_Base):
                 time_in_force,
                 client_order_id,
                 reason,
+                trail_price,
+                trail_percent,
+                execution,
+                order_class,
+                take_profit,
+                stop_loss,
+                stop_loss_limit,
             )
         )
+
+    async def wait_for_order(
+        self,
+        order_id: UUID | str,
+        timeout: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> OrderPublic:
+        """As TradingClient.wait_for_order: the order once terminal, or after `timeout`."""
+        import asyncio
+
+        deadline = clock() + timeout
+        attempt = 0
+        while True:
+            error: TradingApiError | None = None
+            try:
+                order = await self.get_order(order_id)
+                if order.status.is_terminal:
+                    return order
+            except (RateLimitExceededError, ServiceUnavailableError) as err:
+                error = err
+            pause = _wait_interval(attempt, error)
+            if clock() + pause > deadline:
+                if error is not None:
+                    raise error
+                return order
+            await asyncio.sleep(pause)
+            attempt += 1
 
     async def get_order(self, order_id: UUID | str) -> OrderPublic:
         path = f"/api/v1/orders/{order_id}"
@@ -497,6 +699,21 @@ class AsyncTradingClient(_Base):
         cursor: str | None = None,
     ) -> OrderPage:
         return await self._run(_list(status, symbol, limit, cursor))
+
+    async def cancel_all_orders(self) -> CancelAllResult:
+        """Cancel every open order of the portfolio (DELETE /orders)."""
+        return await self._run(_CANCEL_ALL)
+
+    async def close_position(
+        self,
+        symbol: str,
+        *,
+        quantity: Number | None = None,
+        percentage: Number | None = None,
+        client_order_id: str | None = None,
+    ) -> OrderPlaced:
+        """Close all of a position, `quantity` shares or `percentage` % of it at market."""
+        return await self._run(_close(symbol, quantity, percentage, client_order_id))
 
     async def get_portfolio(self) -> PortfolioPublic:
         return await self._run(_Call("GET", "/api/v1/portfolio", PortfolioPublic.model_validate))

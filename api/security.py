@@ -98,8 +98,23 @@ class Authenticator:
         # key id -> (expires, key or None): see `_key`
         self._keys: dict[str, tuple[float, api_keys.ApiKey | None]] = {}
         self._inflight: dict[str, asyncio.Future[api_keys.ApiKey | None]] = {}
-        self._lookups: dict[str, int] = {}  # client address -> distinct lookups in flight
+        # client address -> its slots for lookups of distinct key ids (and who waits on them)
+        self._lookups: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
         self._refused_keys = _CountedLog()
+
+    def _slots_of(self, address: str) -> asyncio.Semaphore:
+        slots, users = self._lookups.setdefault(
+            address, (asyncio.Semaphore(LOOKUPS_PER_ADDRESS), [0])
+        )
+        users[0] += 1
+        return slots
+
+    def _release_slots(self, address: str, slots: asyncio.Semaphore) -> None:
+        entry = self._lookups.get(address)
+        if entry is not None and entry[0] is slots:
+            entry[1][0] -= 1
+            if not entry[1][0]:
+                del self._lookups[address]
 
     async def _key(
         self, key_id: str, *, fresh: bool = False, address: str = "-"
@@ -109,30 +124,36 @@ class Authenticator:
         database lookup after the first. A signature that verifies against a cached key
         re-reads it (`fresh`), so revocation is immediate for every accepted request.
         Concurrent lookups of one key id share one query, and one client address has at
-        most LOOKUPS_PER_ADDRESS lookups of distinct key ids in flight (429 beyond: a flood
-        of made-up key ids cannot fill the pool; a `fresh` re-read, which follows a valid
-        signature, is not capped). Returns the key and whether it came from the cache."""
+        most LOOKUPS_PER_ADDRESS lookups of distinct key ids in flight; more wait their turn
+        (a flood of made-up key ids cannot fill the pool, while a gateway presenting many
+        keys from one address is only queued, never refused; the address's budget of
+        failed signatures is what refuses a flood; a `fresh` re-read, which follows a
+        valid signature, is not held back). Returns the key and whether it came from the cache."""
         now = time.monotonic()
         cached = None if fresh else self._keys.get(key_id)
         if cached is not None and cached[0] > now:
             return cached[1], True
         pending = self._inflight.get(key_id)
         if pending is None:
-            if not fresh and self._lookups.get(address, 0) >= LOOKUPS_PER_ADDRESS:
-                raise rate_limit_exceeded(
-                    "unauthenticated", 1, None, scope="address", what="key lookups"
-                )
-            pending = asyncio.ensure_future(api_keys.lookup_key(self.pool, key_id))
-            self._inflight[key_id] = pending
-            self._lookups[address] = self._lookups.get(address, 0) + 1
+            # A re-read after a valid signature is never held back; any other lookup waits
+            # for one of the address's LOOKUPS_PER_ADDRESS slots.
+            slots = None if fresh else self._slots_of(address)
+            if slots is not None:
+                await slots.acquire()
             try:
-                key = await asyncio.shield(pending)
+                pending = self._inflight.get(key_id)  # another request may have started it
+                if pending is None:
+                    pending = asyncio.ensure_future(api_keys.lookup_key(self.pool, key_id))
+                    self._inflight[key_id] = pending
+                try:
+                    key = await asyncio.shield(pending)
+                finally:
+                    if self._inflight.get(key_id) is pending:
+                        del self._inflight[key_id]
             finally:
-                if self._inflight.get(key_id) is pending:
-                    del self._inflight[key_id]
-                self._lookups[address] -= 1
-                if not self._lookups[address]:
-                    del self._lookups[address]
+                if slots is not None:
+                    slots.release()
+                    self._release_slots(address, slots)
         else:
             key = await asyncio.shield(pending)
         self._keys.pop(key_id, None)

@@ -1,4 +1,4 @@
-"""Request signing as DESIGN.md fixes it, shared by the server and the Python client.
+"""Request signing as docs/signing.md fixes it, shared by the server and the Python client.
 
     message   = f"{METHOD}|{PATH}|{BODY}|{TIMESTAMP}"
     signature = hex(HMAC_SHA256(api_secret, message))

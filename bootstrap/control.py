@@ -8,32 +8,49 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any, cast
 from uuid import UUID
 
 import asyncpg
-from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError
 
+from activities.store.queries import open_order_ids
 from activities.store.repositories import NotFoundError, UnitOfWork
 from contracts.payloads import (
     TASK_QUEUE,
+    BracketWorkflowInput,
     CancelRequest,
+    ExecutionPlan,
+    LegPlan,
     OrderRequest,
     OrderSnapshot,
     OrderWorkflowInput,
     OrderWorkflowOptions,
+    ParentWorkflowInput,
     Placement,
+    ProtectionInput,
     TradingStateChange,
     TradingStateRequest,
     TradingStateWorkflowInput,
+    protection_workflow_id,
     trading_state_workflow_id,
     workflow_id_for,
 )
+from domain.orders import OrderStatus
 from domain.portfolio import TradingState
+from workflows.bracket import BracketWorkflow
 from workflows.operations import TradingStateWorkflow
 from workflows.order import OrderWorkflow
+from workflows.parent import ParentOrderWorkflow
+from workflows.protection import ProtectionWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +75,22 @@ async def place_order(
     options: OrderWorkflowOptions,
     task_queue: str,
     request_token: str,
+    plan: ExecutionPlan | None = None,
+    legs: LegPlan | None = None,
 ) -> Placement:
     """Start the order's workflow, or join the one already running for this order id, and
     answer with risk's decision (OrderWorkflow.placement): accepted or rejected, and
     whether this request (`request_token`) is the one that placed it.
 
     A workflow that already closed refuses the start (REJECT_DUPLICATE): the caller reads
-    the order from the store instead (WorkflowAlreadyStartedError or ALREADY_EXISTS)."""
+    the order from the store instead (WorkflowAlreadyStartedError or ALREADY_EXISTS).
+
+    With a `plan` (TWAP, VWAP) the order is a parent: ParentOrderWorkflow works it as
+    child orders, under the same workflow id and with the same `placement` update."""
+    if plan is not None:
+        return await _place_parent(client, request, options, task_queue, request_token, plan)
+    if legs is not None:
+        return await _place_bracket(client, request, options, task_queue, request_token, legs)
     start = WithStartWorkflowOperation(
         OrderWorkflow.run,
         OrderWorkflowInput(request=request, options=options),
@@ -80,12 +106,154 @@ async def place_order(
     return cast(Placement, await _forgetting_the_start(start, call))
 
 
+async def _place_parent(
+    client: Client,
+    request: OrderRequest,
+    options: OrderWorkflowOptions,
+    task_queue: str,
+    request_token: str,
+    plan: ExecutionPlan,
+) -> Placement:
+    start = WithStartWorkflowOperation(
+        ParentOrderWorkflow.run,
+        ParentWorkflowInput(request=request, plan=plan, options=options),
+        id=workflow_id_for(request.order_id),
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+    )
+    call = client.execute_update_with_start_workflow(
+        ParentOrderWorkflow.placement, request_token, start_workflow_operation=start
+    )
+    return cast(Placement, await _forgetting_the_start(start, call))
+
+
+async def _place_bracket(
+    client: Client,
+    request: OrderRequest,
+    options: OrderWorkflowOptions,
+    task_queue: str,
+    request_token: str,
+    legs: LegPlan,
+) -> Placement:
+    """A bracket, OCO or OTO: BracketWorkflow works it, under the order's workflow id and
+    with the same `placement` update as an OrderWorkflow."""
+    start = WithStartWorkflowOperation(
+        BracketWorkflow.run,
+        BracketWorkflowInput(request=request, legs=legs, options=options),
+        id=workflow_id_for(request.order_id),
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+    )
+    call = client.execute_update_with_start_workflow(
+        BracketWorkflow.placement, request_token, start_workflow_operation=start
+    )
+    return cast(Placement, await _forgetting_the_start(start, call))
+
+
+async def protect_position(
+    client: Client,
+    portfolio_id: UUID,
+    symbol: str,
+    check_seconds: int,
+    options: OrderWorkflowOptions,
+    task_queue: str,
+) -> str:
+    """Make sure the position's guard runs (ProtectionWorkflow) and has it look at the
+    levels now: signal-with-start, so a running guard is told and an ended one replaced.
+    The levels themselves are on the position's row (protection_activities.set_levels).
+    Returns the guard's workflow id."""
+    workflow_id = protection_workflow_id(portfolio_id, symbol)
+    await client.start_workflow(
+        ProtectionWorkflow.run,
+        ProtectionInput(portfolio_id, symbol, check_seconds, options=options),
+        id=workflow_id,
+        task_queue=task_queue,
+        start_signal="levels_changed",
+    )
+    return workflow_id
+
+
 async def cancel_order(client: Client, order_id: UUID, reason: str) -> OrderSnapshot:
     """Cancel through the order's workflow (OrderWorkflow.cancel) and answer with the
     resulting status: canceled, or pending_cancel while the broker has not confirmed."""
     handle = client.get_workflow_handle(workflow_id_for(order_id))
     result = await handle.execute_update(OrderWorkflow.cancel, CancelRequest(reason=reason))
     return cast(OrderSnapshot, result)
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    """What one order of a cancel-all came to: `status` is the order's status after the
+    cancel (canceled, pending_cancel while the broker has not confirmed, or the terminal
+    status it reached first); `delivered` is False only when the cancel could not be
+    handed to the order's workflow at all (retry the cancel-all)."""
+
+    order_id: UUID
+    status: OrderStatus
+    delivered: bool = True
+
+
+async def cancel_open_orders(
+    client: Client,
+    pool: asyncpg.Pool,
+    portfolio_id: UUID,
+    reason: str,
+    *,
+    wait_seconds: float,
+    concurrency: int = 20,
+) -> list[CancelOutcome]:
+    """Cancel every open order of a portfolio (the API's DELETE /orders), oldest first.
+
+    Each order gets the `cancel` update (OrderWorkflow.cancel), waited for at most
+    `wait_seconds`; when it does not answer in time, the `cancel_request` signal is sent
+    instead, which the workflow keeps durably, so the cancel still happens. An order that
+    closed meanwhile is reported with its terminal status. Safe to repeat: a cancel of a
+    canceling or closed order changes nothing."""
+    async with UnitOfWork(pool) as uow:
+        orders = await uow.orders.active(portfolio_id)
+    orders.sort(key=lambda order: (order.created_at, str(order.order_id)))
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(order: OrderSnapshot) -> CancelOutcome:
+        async with gate:
+            return await _cancel_one(client, pool, order, reason, wait_seconds)
+
+    return list(await asyncio.gather(*(one(order) for order in orders)))
+
+
+async def _cancel_one(
+    client: Client, pool: asyncpg.Pool, order: OrderSnapshot, reason: str, wait_seconds: float
+) -> CancelOutcome:
+    try:
+        async with asyncio.timeout(wait_seconds):
+            result = await cancel_order(client, order.order_id, reason)
+        return CancelOutcome(result.order_id, result.status)
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        delivered = await _cancel_by_signal(client, order.order_id, reason)
+    except (WorkflowUpdateFailedError, RPCError):
+        # Refused (already terminal) or the workflow closed: the store says how it ended.
+        delivered = False
+    async with UnitOfWork(pool) as uow:
+        now = await uow.orders.find(order.order_id)
+    status = now.status if now is not None else order.status
+    if status.is_terminal:
+        return CancelOutcome(order.order_id, status)
+    if not delivered:
+        delivered = await _cancel_by_signal(client, order.order_id, reason)
+    return CancelOutcome(order.order_id, status, delivered=delivered)
+
+
+async def _cancel_by_signal(client: Client, order_id: UUID, reason: str) -> bool:
+    try:
+        await client.get_workflow_handle(workflow_id_for(order_id)).signal(
+            OrderWorkflow.cancel_request, CancelRequest(reason=reason)
+        )
+    except RPCError as err:
+        log.warning("cancel of %s could not be delivered: %s", order_id, err)
+        return False
+    return True
 
 
 async def set_trading_state(
@@ -125,13 +293,11 @@ async def reconcile_order(client: Client, order_id: UUID) -> None:
 async def reconcile_open_orders(client: Client, pool: asyncpg.Pool) -> int:
     """Tell the workflow of every open order to re-read the broker; returns how many took it.
     Used after a broker's trade stream reconnects: updates sent meanwhile are not replayed."""
-    async with UnitOfWork(pool) as uow:
-        orders = await uow.orders.active()
     sent = 0
-    for order in orders:
+    for order_id in await open_order_ids(pool):  # every one, not a page of the newest
         try:
-            await reconcile_order(client, order.order_id)
+            await reconcile_order(client, order_id)
             sent += 1
         except RPCError as err:
-            log.warning("could not tell order %s to re-read the broker: %s", order.order_id, err)
+            log.warning("could not tell order %s to re-read the broker: %s", order_id, err)
     return sent

@@ -92,6 +92,10 @@ class Settings(BaseSettings):
 
     environment: Literal["development", "test", "production"] = "development"
     data_dir: Path = Path(".trading")
+    # Log lines as text or one JSON object each; unset: JSON in production, else text
+    log_format: Literal["text", "json"] | None = None
+    # OpenTelemetry traces (the otel extra): off, to OTEL_EXPORTER_OTLP_ENDPOINT, or stdout
+    tracing: Literal["off", "otlp", "console"] = "off"
 
     # Temporal
     temporal_address: str = "127.0.0.1:7233"
@@ -108,6 +112,10 @@ class Settings(BaseSettings):
     # HTTP API
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
+
+    # The worker's /metrics (business, process and Temporal SDK metrics); port 0: any free
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = Field(default=9464, ge=0, le=65535)
 
     # PostgreSQL: unset means the embedded server under data_dir. A SQLAlchemy-style
     # driver suffix (postgresql+asyncpg://) is accepted and dropped.
@@ -229,6 +237,19 @@ class ApiSettings(Settings):
     api_max_body_bytes: int = Field(default=16 * 1024, ge=256)
     # How long POST /orders and DELETE wait for the workflow's answer before 503.
     api_decision_timeout_seconds: int = Field(default=15, ge=1)
+    # The longest a request waits on PostgreSQL for each of: a connection from the pool (or
+    # a new one), one statement, the release; past it the request answers 503.
+    api_dependency_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+    # Slow clients: an idle keep-alive connection, or a request whose headers and body do
+    # not arrive in full, is closed after this long. Beyond API_MAX_CONNECTIONS open
+    # connections (API_MAX_CONNECTIONS_PER_CLIENT from one address) a new one evicts the
+    # oldest still sending its request, or is answered 503 when all are busy.
+    api_request_read_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    api_keepalive_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    api_max_connections: int = Field(default=1000, ge=10)
+    api_max_connections_per_client: int = Field(default=100, ge=1)
+    # API processes serving API_PORT together (SO_REUSEPORT: the kernel spreads connections).
+    api_workers: int = Field(default=1, ge=1, le=64)
     # Partial overrides are merged over TRADING_RATE_LIMITS, e.g.
     # API_RATE_LIMITS='{"place_order": {"max_requests": 1000, "window_seconds": 1}}'
     api_rate_limits: dict[str, RateLimitRule] = Field(default_factory=dict)

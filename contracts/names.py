@@ -20,11 +20,21 @@ class ActivityName(StrEnum):
     GET_BROKER_ORDER = "get_broker_order"
     CANCEL_AT_BROKER = "cancel_at_broker"
     RECORD_BROKER_REACHABILITY = "record_broker_reachability"
+    # parent orders (execution algorithms)
+    PLACE_CHILD_ORDER = "place_child_order"
+    SYNC_PARENT_ORDER = "sync_parent_order"
+    PLACE_LEGS = "place_legs"
+    BRACKET_CHILDREN = "bracket_children"
+    SYNC_BRACKET = "sync_bracket"
+    VOLUME_PROFILE = "volume_profile"
+    CHECK_PROTECTION = "check_protection"
+    CLEAR_PROTECTION = "clear_protection"
     # operations
     MARKET_DAY = "market_day"
     TAKE_SNAPSHOTS = "take_snapshots"
     BEGIN_RECONCILIATION = "begin_reconciliation"
     COMPARE_WITH_BROKER = "compare_with_broker"
+    BOOK_CLOSED_ORDER_FILLS = "book_closed_order_fills"
     FINISH_RECONCILIATION = "finish_reconciliation"
     RECORD_TRADING_STATE = "record_trading_state"
 

@@ -12,7 +12,7 @@ from decimal import Decimal
 from enum import StrEnum
 from uuid import UUID, uuid5
 
-from domain.orders import OrderSide, OrderStatus, OrderType, TimeInForce
+from domain.orders import OrderClass, OrderSide, OrderStatus, OrderType, TimeInForce
 from domain.portfolio import TradingState
 
 TASK_QUEUE = "trading-orders"
@@ -66,6 +66,11 @@ class OrderRequest:
     time_in_force: TimeInForce = TimeInForce.DAY
     limit_price: Decimal | None = None
     stop_price: Decimal | None = None
+    trail_price: Decimal | None = None  # a trailing_stop's distance in dollars
+    trail_percent: Decimal | None = None  # or in percent of its mark
+    order_class: OrderClass = OrderClass.SIMPLE  # twap/vwap: a parent (ParentOrderWorkflow)
+    parent_order_id: UUID | None = None  # a child order's parent
+    oco_group: str | None = None  # exit legs the venue fills at most one of (bracket, oco)
 
 
 @dataclass
@@ -97,6 +102,10 @@ class OrderSnapshot:
     filled_at: datetime | None = None
     closed_at: datetime | None = None
     expires_at: datetime | None = None
+    trail_price: Decimal | None = None
+    trail_percent: Decimal | None = None
+    order_class: OrderClass = OrderClass.SIMPLE
+    parent_order_id: UUID | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -229,6 +238,156 @@ class OrderWorkflowInput:
     request: OrderRequest
     options: OrderWorkflowOptions = field(default_factory=OrderWorkflowOptions)
     resume: ResumeState | None = None
+
+
+# -- parent orders: execution algorithms (workflows/parent.py) -----------------------------
+
+
+@dataclass
+class ExecutionPlan:
+    """How a parent order is worked: `slices` child orders over `duration_seconds`, the
+    first at once and one every duration/slices after it; TWAP sizes them equally, VWAP by
+    the volume profile of recent bars."""
+
+    algorithm: OrderClass
+    duration_seconds: int
+    slices: int
+
+
+@dataclass
+class ParentWorkflowInput:
+    request: OrderRequest  # the parent: order_class names the algorithm
+    plan: ExecutionPlan
+    options: OrderWorkflowOptions = field(default_factory=OrderWorkflowOptions)
+
+
+@dataclass
+class PlaceChildInput:
+    """One slice of a parent: risk and the child's row, taking the slice's share of the
+    parent's reservation, in one transaction."""
+
+    parent_order_id: UUID
+    child: OrderRequest
+    bid: Decimal
+    ask: Decimal
+
+
+@dataclass
+class ParentProgressInput:
+    """Sum the children's fills onto the parent's row; with `final`, close the parent
+    (filled when everything filled, else `final`) and release what it still reserves."""
+
+    parent_order_id: UUID
+    final: OrderStatus | None = None
+    reason: str | None = None
+
+
+@dataclass
+class VolumeProfileInput:
+    symbol: str
+    slices: int
+
+
+def child_client_order_id(parent_order_id: UUID, index: int) -> str:
+    """A slice's client order id: derived from the parent, so a slice placed again after a
+    crash names the same order (and workflow) and can never be sent twice."""
+    return f"{parent_order_id}-s{index + 1}"
+
+
+# -- brackets, OCO and OTO (workflows/bracket.py) ------------------------------------------
+
+
+@dataclass
+class LegPlan:
+    """The exit legs of a bracket (both), an OCO (both) or an OTO (one of them)."""
+
+    take_profit_limit: Decimal | None = None
+    stop_loss_stop: Decimal | None = None
+    stop_loss_limit: Decimal | None = None
+
+
+@dataclass
+class BracketWorkflowInput:
+    request: OrderRequest  # the parent: order_class bracket, oco or oto
+    legs: LegPlan
+    options: OrderWorkflowOptions = field(default_factory=OrderWorkflowOptions)
+    check_seconds: int = 1  # how often the parent reads its entry's and legs' progress
+    resumed: bool = False  # a continue-as-new: the parent was decided by an earlier run
+
+
+@dataclass
+class PlaceLegsInput:
+    """One group of exit legs (sized to what the entry filled since the last group): risk
+    and their rows in one transaction."""
+
+    parent_order_id: UUID
+    legs: list[OrderRequest]
+    bid: Decimal
+    ask: Decimal
+
+
+@dataclass
+class BracketProgressInput:
+    """Bring the parent's row up to date with its entry (bracket, oto) or its legs (oco);
+    with `final`, close it (filled when every share filled, else `final`)."""
+
+    parent_order_id: UUID
+    final: OrderStatus | None = None
+    reason: str | None = None
+
+
+def entry_client_order_id(parent_order_id: UUID) -> str:
+    return f"{parent_order_id}-entry"
+
+
+def leg_client_order_id(parent_order_id: UUID, role: str, group: int) -> str:
+    """An exit leg's client order id (`role` tp or sl; groups count from 1): derived from
+    the parent, so a group placed again after a crash names the same orders."""
+    return f"{parent_order_id}-{role}{group}"
+
+
+def leg_role(parent_order_id: UUID, client_order_id: str) -> str | None:
+    """`tp` or `sl` for an exit leg of this parent, None for its entry or another order."""
+    prefix = f"{parent_order_id}-"
+    if not client_order_id.startswith(prefix):
+        return None
+    role = client_order_id[len(prefix) : len(prefix) + 2]
+    return role if role in ("tp", "sl") else None
+
+
+def oco_group_for(parent_order_id: UUID, group: int) -> str:
+    return f"{parent_order_id}-g{group}"
+
+
+# -- protected positions (workflows/protection.py) -----------------------------------------
+
+
+def protection_workflow_id(portfolio_id: UUID, symbol: str) -> str:
+    return f"protection-{portfolio_id}-{symbol}"
+
+
+@dataclass
+class ProtectionInput:
+    """One guard: watches a position's stop-loss and take-profit levels (kept on the
+    position's row) every `check_seconds` and closes the position at market when one is
+    hit; ends when the position is flat, trading is halted, or the levels are removed."""
+
+    portfolio_id: UUID
+    symbol: str
+    check_seconds: int = 1
+    closes: int = 0  # closing orders placed so far (carried across continue-as-new)
+    options: OrderWorkflowOptions = field(default_factory=OrderWorkflowOptions)
+
+
+@dataclass
+class ProtectionCheck:
+    """What a guard's check found: `verdict` is hold, stop_loss, take_profit (close
+    `closable` at market on `side`), flat, unprotected (no levels) or halted."""
+
+    verdict: str
+    side: OrderSide | None = None
+    closable: Decimal = Decimal(0)
+    price: Decimal | None = None
 
 
 # -- operations: snapshots, reconciliation, the kill switch ---------------------------------

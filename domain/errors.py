@@ -6,7 +6,7 @@ from enum import StrEnum
 
 
 class ErrorCode(StrEnum):
-    """The error codes of the API contract (DESIGN.md section 4)."""
+    """The error codes of the API contract (docs/errors.md)."""
 
     VALIDATION_ERROR = "VALIDATION_ERROR"
     INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"

@@ -8,8 +8,6 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from pydantic import ValidationError
-
 
 def _up(args: argparse.Namespace) -> int:
     from worker.stack import main
@@ -32,17 +30,22 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _migrate(args: argparse.Namespace) -> int:
     from activities.store import migrations
-    from bootstrap.resources import open_database
+    from bootstrap.discovery import open_pool, stack_settings
     from bootstrap.settings import Settings
 
     async def run() -> int:
-        async with open_database(Settings(), migrate=False) as pool:
+        settings, stack = stack_settings(Settings)
+        async with open_pool(settings, stack, require_existing=False) as pool:
             if args.action == "up":
                 done = await migrations.migrate_up(pool, args.target)
                 print("\n".join(f"applied {m.filename}" for m in done) or "up to date")
             elif args.action == "down":
                 done = await migrations.migrate_down(pool, args.steps)
                 print("\n".join(f"reverted {m.filename}" for m in done) or "nothing to revert")
+            elif args.json:
+                from api.cli_output import as_json
+
+                print(as_json([row._asdict() for row in await migrations.status(pool)]))
             else:
                 print(f"{'version':>7}  {'name':<45} {'applied at':<32} checksum")
                 for row in await migrations.status(pool):
@@ -65,13 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     up = commands.add_parser(
         "up", help="run the whole stack in the foreground (Temporal, PostgreSQL, worker, API)"
     )
-    up.set_defaults(handler=_up)
+    up.set_defaults(handler=_up, server=True)
     api = commands.add_parser("api", help="run the signed HTTP API")
-    api.set_defaults(handler=_api)
+    api.set_defaults(handler=_api, server=True)
     worker = commands.add_parser(
         "worker", help="run the Temporal worker, the paper venue and the outbox relay"
     )
-    worker.set_defaults(handler=_worker)
+    worker.set_defaults(handler=_worker, server=True)
 
     migrate = commands.add_parser("migrate", help="apply, revert or list database migrations")
     actions = migrate.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -79,27 +82,45 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--target", type=int, default=None, help="stop at this version")
     down = actions.add_parser("down", help="revert the newest applied migrations")
     down.add_argument("--steps", type=int, default=1, help="how many to revert (default 1)")
-    actions.add_parser("status", help="list migrations and whether they are applied")
+    status = actions.add_parser("status", help="list migrations and whether they are applied")
+    status.add_argument("--json", action="store_true", help="print JSON")
     migrate.set_defaults(handler=_migrate)
 
     from api import client_cli as client_commands
     from worker import operator_cli as operator
+    from worker import replay
 
     client_commands.register(commands)
     operator.register(commands)
+    replay.register(commands)
+    from worker import strategy_cli
+
+    strategy_cli.register(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Servers log what they do; a command prints its answer, and only warnings on stderr.
+    quiet = logging.INFO if getattr(args, "server", False) else logging.WARNING
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else quiet,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not args.verbose:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
+    from pydantic import ValidationError  # here, not at the top: `trading --help` stays fast
+
+    from bootstrap.discovery import Unreachable
+
     try:
         return int(args.handler(args))
+    except Unreachable as err:  # a service that does not answer: one line naming its setting
+        print(f"trading: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("trading: interrupted", file=sys.stderr)
+        return 130
     except ValidationError as err:  # a setting that cannot work: say which, no traceback
         for problem in err.errors():
             name = ".".join(str(part) for part in problem["loc"]).upper() or "settings"

@@ -11,24 +11,36 @@ from datetime import timedelta
 import asyncpg
 from temporalio.worker import Worker
 
+from activities.bracket_activities import BracketActivities
 from activities.calendar.sessions import MarketSessions
 from activities.market_data.simulated import SimulatedFeed
 from activities.operations_activities import OperationsActivities
 from activities.order_activities import OrderActivities
+from activities.parent_activities import ParentActivities
+from activities.protection_activities import ProtectionActivities
+from activities.strategy_activities import StrategyActivities
 from activities.venue.exchange import PaperVenue
 from activities.venue.outbox import OutboxRelay, temporal_deliver
 from bootstrap.control import reconcile_open_orders
+from bootstrap.logs import LogContextWorkerInterceptor, configure_logging
 from bootstrap.resources import open_database, temporal_client
 from bootstrap.settings import Settings
+from bootstrap.strategies import load_strategy
+from bootstrap.tracing import instrument_asyncpg, traced_client, tracer_provider
 from bootstrap.vendors import (
     build_broker,
     build_market_data,
     build_trade_stream,
     validate_vendor_settings,
 )
+from worker.metrics_server import install_sdk_runtime, serve_worker_metrics
 from worker.schedules import ensure_schedules
+from workflows.bracket import BracketWorkflow
 from workflows.operations import WORKFLOWS as OPERATIONS_WORKFLOWS
 from workflows.order import OrderWorkflow
+from workflows.parent import ParentOrderWorkflow
+from workflows.protection import ProtectionWorkflow
+from workflows.strategy import StrategyRunWorkflow
 
 log = logging.getLogger("trading.worker")
 
@@ -36,7 +48,9 @@ log = logging.getLogger("trading.worker")
 async def run_worker(settings: Settings, stop: asyncio.Event, pool: asyncpg.Pool) -> None:
     """Run until `stop` is set; then finish in-flight activity attempts and exit."""
     validate_vendor_settings(settings)
-    client = await temporal_client(settings)
+    tracing = tracer_provider(settings, "trading-worker")  # None unless TRACING is set
+    instrument_asyncpg(tracing)
+    client = traced_client(await temporal_client(settings), tracing)
     feed = build_market_data(settings, SimulatedFeed(seed=settings.feed_seed))
     sessions = MarketSessions(settings.market_session_mode)
     commission = settings.commission_model()
@@ -51,6 +65,10 @@ async def run_worker(settings: Settings, stop: asyncio.Event, pool: asyncpg.Pool
     broker = build_broker(settings, venue)
     activities = OrderActivities(pool, feed, broker, sessions, commission)
     operations = OperationsActivities(pool, broker, feed, sessions)
+    strategies = StrategyActivities(pool, feed, sessions, commission, loader=load_strategy)
+    parents = ParentActivities(pool, feed, sessions, commission)
+    brackets = BracketActivities(pool, sessions, commission)
+    guards = ProtectionActivities(pool, feed)
     deliver = temporal_deliver(client, pool)
     relay = OutboxRelay(pool, deliver)
 
@@ -62,11 +80,26 @@ async def run_worker(settings: Settings, stop: asyncio.Event, pool: asyncpg.Pool
     worker = Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[OrderWorkflow, *OPERATIONS_WORKFLOWS],
-        activities=[*activities.all(), *operations.all()],
+        workflows=[
+            OrderWorkflow,
+            ParentOrderWorkflow,
+            BracketWorkflow,
+            ProtectionWorkflow,
+            StrategyRunWorkflow,
+            *OPERATIONS_WORKFLOWS,
+        ],
+        activities=[
+            *activities.all(),
+            *operations.all(),
+            *strategies.all(),
+            *parents.all(),
+            *brackets.all(),
+            *guards.all(),
+        ],
         max_concurrent_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
         graceful_shutdown_timeout=timedelta(seconds=10),
+        interceptors=[LogContextWorkerInterceptor()],  # request and order ids in the logs
     )
     background = [
         asyncio.create_task(venue.run(stop, tick_ms=settings.venue_tick_ms), name="venue"),
@@ -102,5 +135,8 @@ async def main(settings: Settings | None = None) -> None:
     settings = settings or Settings()
     stop = asyncio.Event()
     install_signal_handlers(stop)
+    configure_logging(settings)
+    sdk_metrics = install_sdk_runtime()  # before the first Temporal client
     async with open_database(settings) as pool:
-        await run_worker(settings, stop, pool)
+        with serve_worker_metrics(settings, pool, sdk_metrics):
+            await run_worker(settings, stop, pool)

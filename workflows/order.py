@@ -53,7 +53,6 @@ SEARCH_ATTRIBUTES = (ORDER_STATUS, SYMBOL, PORTFOLIO_ID, BROKER_STATUS)
 
 # Patch ids (workflow.patched): orders in flight under older code replay their old path.
 OUTAGES_WAIT = "broker-outages-wait"  # an outage waits instead of compensating
-LOCAL_STEPS = "local-store-steps"  # quote and store steps run as local activities
 EXPIRY_CANCEL_PENDING = "expiry-waits-for-pending-cancel"  # one DELETE at the close, then reads
 LATE_SUBMIT_CHECK = "compensation-checks-late-submit"  # a refused submit may have landed
 # After the broker was unreachable, wait this long before asking whether it has the order:
@@ -61,7 +60,6 @@ LATE_SUBMIT_CHECK = "compensation-checks-late-submit"  # a refused submit may ha
 # timeout is shorter), so no attempt still in flight can land after the answer.
 IN_FLIGHT_GRACE = timedelta(seconds=60)
 OUTAGE_BACKOFF_FIRST = timedelta(seconds=30)
-CLOSE_AFTER_DECISION = timedelta(milliseconds=1)
 OUTAGE_BACKOFF_CAP = timedelta(minutes=10)
 
 R = TypeVar("R")
@@ -90,28 +88,16 @@ class OrderWorkflow:
         self._idle_polls = 0  # polls in a row that found nothing new
         self._marked_unreachable = False  # the order row says the broker is unreachable
         self._placed_by: str | None = None  # the placing request answered first
-        self._local = False  # quote and store steps run as local activities (LOCAL_STEPS)
 
     # -- the saga ---------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, input: OrderWorkflowInput) -> OrderSnapshot:
-        # Decided once, at the start: an order started under older code replays its
-        # regular activities to the end; a new one runs its quote and store steps as local
-        # activities, so the decision is made in the first workflow task.
-        self._local = workflow.patched(LOCAL_STEPS)
         if input.resume is not None:
             self._resume(input.resume)
         else:
             order = await self._decide(input)
             if order.status is OrderStatus.REJECTED or order.is_terminal:
-                if self._local:
-                    # Decided in the very first task: the placing update answers with that
-                    # task, and the workflow closes in the next one, so no server has to
-                    # complete an update-with-start and close its workflow in one task (the
-                    # time-skipping test server fails such calls with an internal error).
-                    await workflow.wait_condition(workflow.all_handlers_finished)
-                    await workflow.sleep(CLOSE_AFTER_DECISION)
                 return order
             try:
                 await self._submit(input)
@@ -131,16 +117,14 @@ class OrderWorkflow:
         request = input.request
         accept = AcceptInput(request=request)
         try:
-            quote: Quote = await call(
-                OrderActivities.get_quote, request.symbol, QUOTE, local=self._local
-            )
+            quote: Quote = await call(OrderActivities.get_quote, request.symbol, QUOTE)
             accept.bid, accept.ask = quote.bid, quote.ask
         except ActivityError as err:
             if _error_type(err) != ErrorType.SYMBOL_NOT_FOUND:
                 raise
             accept.rejection_code = "SYMBOL_NOT_FOUND"
             accept.rejection_reason = f"unknown symbol {request.symbol}"
-        order = await call(OrderActivities.accept_order, accept, STORE, local=self._local)
+        order = await call(OrderActivities.accept_order, accept, STORE)
         self._set_order(order)
         self._decided = True
         return order
@@ -460,7 +444,7 @@ class OrderWorkflow:
             reason=reason,
             code=code,
         )
-        snapshot = await call(OrderActivities.record_status, change, STORE, local=self._local)
+        snapshot = await call(OrderActivities.record_status, change, STORE)
         self._set_order(snapshot)
 
     async def _cancel_at_broker(self) -> BrokerOrderState:
@@ -524,7 +508,6 @@ class OrderWorkflow:
             OrderActivities.record_broker_reachability,
             BrokerReachability(self._current.order_id, since, why),
             STORE,
-            local=self._local,
         )
 
     def _resume(self, state: ResumeState) -> None:

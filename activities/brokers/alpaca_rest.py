@@ -34,6 +34,16 @@ must be unique" means an earlier attempt landed: the order is fetched, not refus
 call of this process until the `X-RateLimit-Reset` instant: a call waits for it when it is
 near (at most `max_rate_limit_wait_seconds`), and otherwise fails at once without spending a
 request, so Temporal's retry comes back later. No call here retries by itself.
+
+**Brackets, OCO and OTO are not sent as Alpaca's `order_class`.** Our legs are ordinary
+orders, each with its own client order id and workflow, placed only for the shares the entry
+has filled (workflows/bracket.py); Alpaca's bracket creates its legs itself, under ids of its
+own, for the whole quantity at once, which neither fits one-workflow-per-order nor
+partial-fill sizing. So each leg goes to Alpaca as a plain limit or stop order
+(`OrderRequest.oco_group` is not sent), and one-cancels-other is the workflow's: it cancels
+the group's other legs when it sees a fill, within one check interval. Unlike on the paper
+venue, where a group fills at most one leg per matching pass, two legs that Alpaca fills
+within that interval both fill; the position can then be over-closed by one leg.
 """
 
 from __future__ import annotations
@@ -47,12 +57,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from alpaca.common.exceptions import APIError
-from alpaca.trading.client import TradingClient
 from requests.adapters import HTTPAdapter
 from temporalio import activity
 
@@ -67,6 +76,9 @@ from contracts.ports import BrokerOrderNotFoundError, BrokerRejectedError
 from domain.orders import OrderStatus, OrderType
 from domain.values import decimal_text
 
+if TYPE_CHECKING:  # imported where a broker is built: alpaca.trading imports pandas
+    from alpaca.trading.client import TradingClient
+
 log = logging.getLogger(__name__)
 
 PAPER_URL = "https://paper-api.alpaca.markets"
@@ -74,11 +86,14 @@ LIVE_URL = "https://api.alpaca.markets"
 
 
 _FILL_PAGE_SIZE = 100  # Alpaca's maximum for account activities
-_FILL_MAX_PAGES = 50
+_FILL_MAX_PAGES = 50  # per call: a longer history resumes where the last call stopped
 _FILL_CACHE_SIZE = 1024
 _OPEN_ORDERS_PAGE_SIZE = 500  # Alpaca's maximum for GET /v2/orders
 _OPEN_ORDERS_MAX_PAGES = 20
 _DUPLICATE = "client_order_id must be unique"
+
+
+_FillRow = tuple[Decimal, Decimal, Decimal, datetime]  # cumulative, quantity, price, time
 
 
 class AlpacaError(Exception):
@@ -269,6 +284,18 @@ def order_body(request: OrderRequest) -> dict[str, str]:
         body["limit_price"] = decimal_text(request.limit_price)
     if request.stop_price is not None:
         body["stop_price"] = decimal_text(request.stop_price)
+    trailing = request.order_type is OrderType.TRAILING_STOP
+    trails = [t for t in (request.trail_price, request.trail_percent) if t is not None]
+    if len(trails) != (1 if trailing else 0):
+        raise BrokerRejectedError(
+            f"a {request.order_type} order with trail_price {request.trail_price} "
+            f"and trail_percent {request.trail_percent}"
+        )
+    # Alpaca's own trailing_stop: it keeps the high-water mark (`hwm`) on its side.
+    if request.trail_price is not None:
+        body["trail_price"] = decimal_text(request.trail_price)
+    if request.trail_percent is not None:
+        body["trail_percent"] = decimal_text(request.trail_percent)
     return body
 
 
@@ -404,6 +431,8 @@ class AlpacaBroker:
         ready_ttl_seconds: float = 15.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        from alpaca.trading.client import TradingClient
+
         self.base_url = normalize_base_url(base_url)
         self._client = TradingClient(
             api_key=api_key, secret_key=secret_key, raw_data=True, url_override=self.base_url
@@ -418,6 +447,11 @@ class AlpacaBroker:
         self._uncertain: set[str] = set()
         # Executions up to a cumulative quantity never change: (order id, filled) -> fills.
         self._fills: OrderedDict[tuple[str, Decimal], list[BrokerEvent]] = OrderedDict()
+        # A fill history longer than one call's pages: order id -> (query to resume with,
+        # the order's fills read so far), so the next attempt goes on instead of restarting.
+        self._fill_cursors: OrderedDict[str, tuple[dict[str, str | int], list[_FillRow]]] = (
+            OrderedDict()
+        )
 
     def __repr__(self) -> str:
         return f"AlpacaBroker({self.base_url})"
@@ -581,19 +615,25 @@ class AlpacaBroker:
             self._fills.popitem(last=False)
         return list(executions)
 
-    async def _fill_activities(
-        self, order: AlpacaOrder
-    ) -> list[tuple[Decimal, Decimal, Decimal, datetime]]:
+    async def _fill_activities(self, order: AlpacaOrder) -> list[_FillRow]:
         """(cumulative, quantity, price, time) of every FILL activity of the order, paging
-        forward from just before it was created until its filled quantity is covered."""
+        forward from just before it was created until its filled quantity is covered.
+
+        The activities are the whole account's, so an order that lived through many other
+        fills needs many pages. One call reads at most `_FILL_MAX_PAGES` of them (it must end
+        within its activity timeout and the request budget); then it keeps its place and
+        fails, and the next call (Temporal's retry) resumes from there."""
         after = (order.created_at - timedelta(seconds=1)).astimezone(UTC)
         params: dict[str, str | int] = {
             "after": after.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "direction": "asc",
             "page_size": _FILL_PAGE_SIZE,
         }
-        fills: list[tuple[Decimal, Decimal, Decimal, datetime]] = []
-        covered = Decimal(0)
+        fills: list[_FillRow] = []
+        resumed = self._fill_cursors.pop(order.id, None)
+        if resumed is not None:
+            params, fills = dict(resumed[0]), list(resumed[1])
+        covered = sum((fill[1] for fill in fills), Decimal(0))
         for _ in range(_FILL_MAX_PAGES):
             try:
                 page = await self._call(self._client.get, "/account/activities/FILL", params)
@@ -616,9 +656,13 @@ class AlpacaBroker:
             if covered >= order.filled_quantity or len(page) < _FILL_PAGE_SIZE:
                 return fills
             params["page_token"] = _text(mapping_field(page[-1], "activity"), "id", "activity")
+        self._fill_cursors[order.id] = (params, fills)
+        if len(self._fill_cursors) > _FILL_CACHE_SIZE:
+            self._fill_cursors.popitem(last=False)
         raise AlpacaError(
-            f"fill history of order {order.id} spans more than "
-            f"{_FILL_MAX_PAGES} pages of account activities"
+            f"fill history of order {order.id}: {_FILL_MAX_PAGES} more pages of account "
+            f"activities read, its fills up to {covered} of {order.filled_quantity} found; "
+            "the next attempt resumes there"
         )
 
     async def cancel(self, client_order_id: str) -> BrokerOrderState:

@@ -15,6 +15,7 @@ from uuid import UUID
 
 import asyncpg
 
+from activities import metrics
 from activities.store.repositories import UnitOfWork, order_snapshot_from_row
 from contracts.payloads import BrokerEvent, OrderRequest, OrderSnapshot, RecordStatusInput
 from domain.errors import IllegalTransitionError, ValidationError
@@ -48,6 +49,10 @@ def order_from_request(request: OrderRequest, now: datetime) -> Order:
         time_in_force=request.time_in_force,
         limit_price=request.limit_price,
         stop_price=request.stop_price,
+        trail_price=request.trail_price,
+        trail_percent=request.trail_percent,
+        order_class=request.order_class,
+        parent_order_id=request.parent_order_id,
         created_at=now,
     )
 
@@ -89,8 +94,14 @@ async def place_order(
             if order.time_in_force is TimeInForce.DAY and order.status.is_open:
                 expires_at = market.expires_at
         snapshot = await uow.orders.add(order, expires_at)
+        if market is not None:  # the arrival price fills are measured against (slippage)
+            arrival = market.ask if order.side is OrderSide.BUY else market.bid
+            await uow.conn.execute(
+                "UPDATE orders SET arrival_price = $2 WHERE id = $1", order.id, arrival
+            )
         await uow.portfolios.sync_reservation(portfolio, order.id)
         await uow.commit()
+        metrics.order_changed(None, snapshot)
         return snapshot
 
 
@@ -118,6 +129,7 @@ async def apply_fill(pool: asyncpg.Pool, order_id: UUID, fill: Fill) -> OrderSna
             reservations_for=[order_id],
         )
         order = await uow.orders.get(order_id, for_update=True)
+        before = order.status
         if not await uow.orders.add_execution(order, fill):
             return order_snapshot_from_row(await uow.orders.get_row(order_id))
         portfolio.apply_fill(order, fill)
@@ -125,6 +137,8 @@ async def apply_fill(pool: asyncpg.Pool, order_id: UUID, fill: Fill) -> OrderSna
         await uow.portfolios.sync_reservation(portfolio, order.id)
         snapshot = await uow.orders.save(order)
         await uow.commit()
+        metrics.fill_applied(snapshot, fill, head["arrival_price"])
+        metrics.order_changed(before, snapshot)
         return snapshot
 
 
@@ -143,6 +157,7 @@ async def record_status(
             head["portfolio_id"], for_update=True, symbols=[], reservations_for=[change.order_id]
         )
         order = await uow.orders.get(change.order_id, for_update=True)
+        before = order.status
         try:
             changed = _change_status(order, change, now)
         except IllegalTransitionError as err:
@@ -159,13 +174,16 @@ async def record_status(
             return order_snapshot_from_row(await uow.orders.get_row(change.order_id))
         snapshot = await uow.orders.save(order)
         await uow.commit()
+        metrics.order_changed(before, snapshot, change.code)
         return snapshot
 
 
-async def book_late_event(pool: asyncpg.Pool, client_order_id: str, event: BrokerEvent) -> bool:
+async def book_late_event(
+    pool: asyncpg.Pool, client_order_id: str, event: BrokerEvent, found_by: str | None = None
+) -> bool:
     """A broker event for an order whose workflow has closed: keep it, flagged for
     operators in `late_broker_events`, and apply a fill to the ledger. Returns whether a
-    fill was applied by this call.
+    fill was applied by this call. `found_by` (reconciliation) starts the audit note.
 
     Idempotent: the fill goes through `apply_fill`, which applies an execution id once,
     and the audit row is keyed on the execution id (or event and order for non-fills), so
@@ -196,6 +214,8 @@ async def book_late_event(pool: asyncpg.Pool, client_order_id: str, event: Broke
             note = "fill after the workflow closed: applied to the ledger"
     elif order_id is None:
         note = "no order of ours has this client order id"
+    if found_by is not None:
+        note = f"{found_by}: {note}"
     inserted = await pool.fetchval(
         """
         INSERT INTO late_broker_events (dedupe_key, client_order_id, order_id, event, payload,

@@ -154,15 +154,18 @@ async def find_stuck_orders(
 ) -> list[StuckOrder]:
     """Orders waiting on the broker for longer than `older_than`, the longest-waiting
     first: at the broker (submitted, partially filled, pending cancel) with a row unchanged
-    for that long, or open and unable to reach the broker for that long (any status)."""
+    for that long, or open and unable to reach the broker for that long (any status).
+    Parents (TWAP/VWAP, bracket, OCO, OTO) never reach the broker and are left out; their
+    children and legs are ordinary orders and are listed like any other."""
     now = now or datetime.now(UTC)
     rows = await pool.fetch(
         """
         SELECT id, portfolio_id, symbol, status, order_type, time_in_force, updated_at,
                broker_unreachable_since
         FROM orders
-        WHERE (status = ANY($1::text[]) AND updated_at < $2)
-           OR (broker_unreachable_since < $2 AND status = ANY($4::text[]))
+        WHERE order_class = 'simple'
+          AND ((status = ANY($1::text[]) AND updated_at < $2)
+               OR (broker_unreachable_since < $2 AND status = ANY($4::text[])))
         ORDER BY least(updated_at, broker_unreachable_since), id
         LIMIT $3
         """,
@@ -189,3 +192,14 @@ async def find_stuck_orders(
 
 async def portfolio_ids(pool: asyncpg.Pool) -> list[UUID]:
     return [row["id"] for row in await pool.fetch("SELECT id FROM portfolios ORDER BY created_at")]
+
+
+async def open_order_ids(pool: asyncpg.Pool) -> list[UUID]:
+    """Every open order's id, oldest first, however many there are (ids only: cheap). After
+    a broker stream reconnects, each of them must re-read the broker, not only the newest
+    page of them."""
+    rows = await pool.fetch(
+        "SELECT id FROM orders WHERE status = ANY($1::text[]) ORDER BY created_at, id",
+        [s.value for s in OrderStatus if s.is_open],
+    )
+    return [row["id"] for row in rows]

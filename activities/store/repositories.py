@@ -18,7 +18,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from contracts.payloads import OrderSnapshot
 from domain.errors import DomainError, ErrorCode
-from domain.orders import Fill, Order, OrderSide, OrderStatus, OrderType, TimeInForce
+from domain.orders import Fill, Order, OrderClass, OrderSide, OrderStatus, OrderType, TimeInForce
 from domain.portfolio import Portfolio, Reservation, RiskLimits, TradingState
 from domain.positions import Position
 
@@ -330,6 +330,10 @@ def _common_fields(row: asyncpg.Record) -> dict[str, object]:
         "quantity": row["quantity"],
         "limit_price": row["limit_price"],
         "stop_price": row["stop_price"],
+        "trail_price": row["trail_price"],
+        "trail_percent": row["trail_percent"],
+        "order_class": OrderClass(row["order_class"]),
+        "parent_order_id": row["parent_order_id"],
         "status": OrderStatus(row["status"]),
         "filled_quantity": row["filled_quantity"],
         "filled_notional": row["filled_notional"],
@@ -379,9 +383,10 @@ class OrderRepository:
                 time_in_force, quantity, limit_price, stop_price, status, filled_quantity,
                 filled_notional, average_fill_price, commission, broker_order_id, reject_code,
                 reject_reason, created_at, updated_at, submitted_at, filled_at, closed_at,
-                expires_at)
+                expires_at, trail_price, trail_percent, order_class, parent_order_id)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                $18, $19, coalesce($20::timestamptz, $19), $21, $22, $23, $24)
+                $18, $19, coalesce($20::timestamptz, $19), $21, $22, $23, $24, $25, $26, $27,
+                $28)
             RETURNING *
             """,
             order.id,
@@ -408,6 +413,10 @@ class OrderRepository:
             order.filled_at,
             order.closed_at,
             expires_at,
+            order.trail_price,
+            order.trail_percent,
+            order.order_class.value,
+            order.parent_order_id,
         )
         assert row is not None  # INSERT ... RETURNING always returns the row
         return order_snapshot_from_row(row)

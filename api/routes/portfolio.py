@@ -9,7 +9,7 @@ from uuid import UUID, uuid5
 
 from fastapi import APIRouter, Depends
 
-from activities.store.repositories import PortfolioRepository
+from api import queries
 from api.deps import CurrentKey, Deps, rate_limited
 from api.routes import API_V1
 from api.schemas import PortfolioPublic, PositionList, PositionPublic
@@ -28,11 +28,9 @@ PERCENT = Decimal("0.01")
 
 
 async def load_marked(deps: Deps, portfolio_id: UUID) -> Portfolio:
-    """The portfolio from one consistent snapshot (cash, positions and reservations read in
-    one repeatable-read transaction), its open positions marked at the quote's mid."""
-    async with deps.pool.acquire() as conn:
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
-            portfolio = await PortfolioRepository(conn).get(portfolio_id)
+    """The portfolio from one consistent snapshot (cash, positions and reservations read by
+    one statement, one round trip), its open positions marked at the quote's mid."""
+    portfolio = await queries.load_portfolio(deps.pool, portfolio_id)
     symbols = [position.symbol for position in portfolio.open_positions()]
     portfolio.mark(await marks(deps.market_data, symbols))
     return portfolio
@@ -107,6 +105,8 @@ def position_public(portfolio_id: UUID, position: Position) -> PositionPublic:
         commission_paid=round_cents(position.commission_paid),
         opened_at=position.opened_at,
         updated_at=position.updated_at,
+        stop_loss_price=position.stop_loss_price,
+        take_profit_price=position.take_profit_price,
     )
 
 

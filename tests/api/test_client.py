@@ -135,7 +135,7 @@ async def test_the_order_commands_end_to_end(
         capsys, "order", "place", "AAPL", "3", "buy", "--limit", "100.00", "--tif", "gtc", *creds
     )
     assert status == 0, out
-    assert "status           accepted" in out and "limit price      100.00" in out
+    assert "status           accepted" in out and "limit price      $100.00" in out
 
     status, out, _ = await trading(capsys, "order", "list", "--status", "open", *creds, "--json")
     order_id = json.loads(out)["orders"][0]["order_id"]
@@ -158,7 +158,7 @@ async def test_the_order_commands_end_to_end(
     assert status == 1 and "CONFLICT" in err
 
     status, out, _ = await trading(capsys, "portfolio", *creds)
-    assert status == 0 and "buying power" in out and "100000.00" in out
+    assert status == 0 and "buying power" in out and "$100,000.00" in out
     status, out, _ = await trading(capsys, "positions", *creds, "--json")
     assert status == 0 and json.loads(out) == []
 

@@ -35,6 +35,9 @@ CHECKS = [
     response_schema_conformance,
 ]
 EXAMPLES_PER_OPERATION = 25
+# Endless text/event-stream answers: no JSON to check, and no end to wait for; their
+# validation is tested in tests/api/test_order_classes.py.
+STREAMS = {"/api/v1/events"}
 
 
 class Sign(requests.auth.AuthBase):
@@ -73,6 +76,8 @@ def fuzz(schema: Any, base_url: str, auth: Sign) -> list[str]:
     failures: list[str] = []
     for result in schema.get_all_operations():
         operation = result.ok()
+        if operation.path in STREAMS:
+            continue
         strategies = [
             ("valid", operation.as_strategy(), EXAMPLES_PER_OPERATION),
             ("invalid", operation.as_strategy(GenerationMode.NEGATIVE), EXAMPLES_PER_OPERATION),
@@ -115,4 +120,4 @@ async def test_generated_requests_find_no_server_error_and_no_schema_violation(
     failures = await asyncio.to_thread(fuzz, schema, server, auth)
 
     assert failures == []
-    assert len(list(schema.get_all_operations())) == 13  # every route, none skipped
+    assert len(list(schema.get_all_operations())) == 17  # every route, only STREAMS skipped

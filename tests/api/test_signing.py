@@ -1,4 +1,4 @@
-"""Request signing, replay protection and key storage, as DESIGN.md section 4 fixes them."""
+"""Request signing, replay protection and key storage, as docs/signing.md fixes them."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ async def test_a_correctly_signed_request_passes(api: Api):
 
 
 async def test_the_signature_is_the_hmac_of_the_documented_message(api: Api):
-    """Sign by hand exactly as DESIGN.md writes it, with no helper from this project."""
+    """Sign by hand exactly as docs/signing.md writes it, with no helper from this project."""
     import hashlib
     import hmac
 

@@ -55,7 +55,6 @@ from activities.store import ledger
 from activities.store.repositories import UnitOfWork
 from activities.venue.exchange import PaperVenue
 from activities.venue.outbox import OutboxRelay, temporal_deliver
-from bootstrap.heartbeat import HeartbeatInterceptor
 from bootstrap.temporal import register_search_attributes, time_skipping_server_path
 from contracts.payloads import (
     BrokerEvent,
@@ -91,7 +90,8 @@ LIMITS = RiskLimits(
 COMMISSION = PerShare(rate=Decimal("0.005"), minimum=Decimal("1.00"))
 SETTLE_SECONDS = 0.03  # real time after a step's actions before the minute is skipped
 MAX_DRAIN_STEPS = 45  # minutes after the last fault for a lane to settle
-SETTLED_CHECKS = 2  # settled invariants must hold this many steps in a row
+SETTLED_CHECKS = 2
+RESTART_TASK_TIMEOUT = timedelta(seconds=2)  # settled invariants must hold this many steps in a row
 DEFAULT_WIDTH = 24  # lanes side by side
 SKIP_RPC_TIMEOUT = timedelta(minutes=3)
 # The venue matches and the relay polls (beside its NOTIFY wake-ups) this often, in real time.
@@ -252,7 +252,6 @@ class RunningWorker:
             task_queue=self.task_queue,
             workflows=[OrderWorkflow],
             activities=self.activities.all(),
-            interceptors=[HeartbeatInterceptor()],
             # A worker that will be restarted keeps no sticky cache: the time-skipping test
             # server never times out a workflow task waiting on a stopped worker's sticky
             # queue (nor implements ResetStickyTaskQueue), so a restart would strand every
@@ -593,6 +592,10 @@ class Lane:
             id=workflow_id_for(order_id),
             task_queue=self.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            # A restart loses the workflow task the stopped worker held (the test server
+            # does not notice a canceled poll) and holds its clock until the task times
+            # out: a lane with restarts gives its tasks a short timeout.
+            task_timeout=RESTART_TASK_TIMEOUT if self.worker is not None else None,
         )
         if self.worker is None:
             return await handle.execute_update(OrderWorkflow.decision)

@@ -30,7 +30,14 @@ ALLOWED: dict[str, set[str]] = {
     "worker": {"api", "bootstrap", "workflows", "activities", "contracts", "domain"},
 }
 # The activity modules a workflow may name (their classes, for typed activity calls).
-ACTIVITY_CLASSES = {"activities.order_activities", "activities.operations_activities"}
+ACTIVITY_CLASSES = {
+    "activities.order_activities",
+    "activities.operations_activities",
+    "activities.strategy_activities",
+    "activities.parent_activities",
+    "activities.protection_activities",
+    "activities.bracket_activities",
+}
 IO_LIBRARIES = {"asyncpg", "httpx", "requests", "alpaca", "polygon", "fastapi", "socket"}
 
 

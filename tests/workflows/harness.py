@@ -24,9 +24,12 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.bracket_activities import BracketActivities
 from activities.calendar.sessions import MarketSessions
 from activities.operations_activities import OperationsActivities
 from activities.order_activities import OrderActivities
+from activities.parent_activities import ParentActivities
+from activities.protection_activities import ProtectionActivities
 from activities.store import ledger
 from activities.store.repositories import UnitOfWork
 from activities.venue.exchange import PaperVenue
@@ -44,8 +47,11 @@ from domain.commissions import PerShare
 from domain.orders import OrderSide, OrderStatus, OrderType, TimeInForce
 from domain.portfolio import Portfolio, RiskLimits
 from tests.fakes.feeds import ScriptedFeed
+from workflows.bracket import BracketWorkflow
 from workflows.operations import WORKFLOWS as OPERATIONS_WORKFLOWS
 from workflows.order import OrderWorkflow
+from workflows.parent import ParentOrderWorkflow
+from workflows.protection import ProtectionWorkflow
 
 LIMITS = RiskLimits(
     max_position_size=Decimal("1000000"),
@@ -195,11 +201,26 @@ async def running_stack(
         options=options or OrderWorkflowOptions(poll_interval_seconds=30),
     )
     operations = OperationsActivities(pool, venue, feed, sessions)
+    parents = ParentActivities(pool, feed, sessions, COMMISSION)
+    guards = ProtectionActivities(pool, feed)
+    brackets = BracketActivities(pool, sessions, COMMISSION)
     async with Worker(
         env.client,
         task_queue=task_queue,
-        workflows=[OrderWorkflow, *OPERATIONS_WORKFLOWS],
-        activities=[*activities.all(), *operations.all()],
+        workflows=[
+            OrderWorkflow,
+            ParentOrderWorkflow,
+            BracketWorkflow,
+            ProtectionWorkflow,
+            *OPERATIONS_WORKFLOWS,
+        ],
+        activities=[
+            *activities.all(),
+            *operations.all(),
+            *parents.all(),
+            *brackets.all(),
+            *guards.all(),
+        ],
     ):
         tasks = [
             asyncio.create_task(venue.run(stop, tick_ms=venue_tick_ms)),
@@ -223,7 +244,8 @@ async def terminate_leftovers(client: Client, pool: asyncpg.Pool) -> None:
     """
     rows = await pool.fetch(
         "SELECT 'order-' || id AS workflow_id FROM orders "
-        "UNION ALL SELECT 'trading-state-' || id FROM portfolios"
+        "UNION ALL SELECT 'trading-state-' || id FROM portfolios "
+        "UNION ALL SELECT 'protection-' || portfolio_id || '-' || symbol FROM positions"
     )
     for row in rows:
         with contextlib.suppress(RPCError):  # closed already, or never started
