@@ -38,6 +38,7 @@ from activities.store.migrations import migrate_up
 from activities.store.postgres import LocalPostgres, create_pool, database_url
 from activities.strategy_activities import StrategyActivities
 from activities.venue.outbox import temporal_deliver
+from bootstrap.heartbeat import HeartbeatInterceptor
 from bootstrap.strategies import load_strategy
 from bootstrap.temporal import register_search_attributes, time_skipping_server_path
 from contracts.payloads import OrderWorkflowOptions
@@ -204,6 +205,7 @@ async def _run(
         task_queue=task_queue,
         workflows=[OrderWorkflow, StrategyRunWorkflow],
         activities=[*orders.all(), *strategy.all()],
+        interceptors=[HeartbeatInterceptor()],
     ):
         handle = await env.client.start_workflow(
             StrategyRunWorkflow.run,

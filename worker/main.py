@@ -22,6 +22,7 @@ from activities.strategy_activities import StrategyActivities
 from activities.venue.exchange import PaperVenue
 from activities.venue.outbox import OutboxRelay, temporal_deliver
 from bootstrap.control import reconcile_open_orders
+from bootstrap.heartbeat import HeartbeatInterceptor
 from bootstrap.logs import LogContextWorkerInterceptor, configure_logging
 from bootstrap.resources import open_database, temporal_client
 from bootstrap.settings import Settings
@@ -99,7 +100,12 @@ async def run_worker(settings: Settings, stop: asyncio.Event, pool: asyncpg.Pool
         max_concurrent_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
         graceful_shutdown_timeout=timedelta(seconds=10),
-        interceptors=[LogContextWorkerInterceptor()],  # request and order ids in the logs
+        # A workflow task queued for a worker that died moves to the shared queue after 3 s
+        # (the SDK's default is 10 s), where any worker replays the order and goes on.
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=3),
+        # Request and order ids in the logs; heartbeats so a dead worker's attempts are retried
+        # in seconds.
+        interceptors=[LogContextWorkerInterceptor(), HeartbeatInterceptor()],
     )
     background = [
         asyncio.create_task(venue.run(stop, tick_ms=settings.venue_tick_ms), name="venue"),

@@ -29,6 +29,10 @@ class CallPolicy:
     start_to_close: timedelta
     retry: RetryPolicy
     schedule_to_close: timedelta | None = None
+    # A worker that dies mid-attempt is noticed after this long without a heartbeat rather
+    # than at the end of start_to_close; the worker heartbeats for every attempt that runs
+    # longer than a third of it (bootstrap/heartbeat.py), so a live one is never cut off.
+    heartbeat: timedelta | None = timedelta(seconds=5)
 
 
 QUOTE = CallPolicy(
@@ -76,5 +80,6 @@ async def call(activity: Callable[[Any, A], Awaitable[R]], arg: A, policy: CallP
         arg,
         start_to_close_timeout=policy.start_to_close,
         schedule_to_close_timeout=policy.schedule_to_close,
+        heartbeat_timeout=policy.heartbeat,
         retry_policy=policy.retry,
     )

@@ -34,6 +34,7 @@ from activities.store import ledger
 from activities.store.repositories import UnitOfWork
 from activities.venue.exchange import PaperVenue
 from activities.venue.outbox import OutboxRelay, temporal_deliver
+from bootstrap.heartbeat import HeartbeatInterceptor
 from contracts.payloads import (
     OrderRequest,
     OrderSnapshot,
@@ -221,6 +222,7 @@ async def running_stack(
             *brackets.all(),
             *guards.all(),
         ],
+        interceptors=[HeartbeatInterceptor()],
     ):
         tasks = [
             asyncio.create_task(venue.run(stop, tick_ms=venue_tick_ms)),
