@@ -3,12 +3,13 @@ faults on the time-skipping server, real PostgreSQL, the paper venue and its out
 every one checked against the invariants of tests/faults/invariants.py.
 
     .venv/bin/python bench/fault_campaign.py [--runs 10000] [--first 0] [--width 24]
-                                             [--chunk 500]
+                                             [--chunk 500] [--processes N]
 
 Prints schedules, orders, faults scheduled and injected by kind, divergences and time,
 and for each diverging seed the one-line command that reproduces it. The schedules run
-in chunks, each on a fresh time-skipping server and database, so a long campaign never
-accumulates a history the test server slows down on. Exit status 1 if any schedule
+in chunks, each on fresh time-skipping servers and databases, so a long campaign never
+accumulates a history the test server slows down on; each chunk is dealt over
+`--processes` processes (default: one per core, at most four). Exit status 1 if any schedule
 diverged.
 """
 
@@ -27,21 +28,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.faults.campaign import (  # noqa: E402
     DEFAULT_WIDTH,
     CampaignReport,
-    campaign_infrastructure,
+    default_processes,
+    quiet_activity_failures,
     reproduce_command,
-    run_campaign,
+    run_in_processes,
 )
+from tests.fixtures.postgres import start_throwaway_server, stop_throwaway_server  # noqa: E402
 
 
-async def main(runs: int, first: int, width: int, chunk: int) -> int:
+async def main(runs: int, first: int, width: int, chunk: int, processes: int) -> int:
+    server = await start_throwaway_server()
+    try:
+        with quiet_activity_failures():
+            return await campaign(server.url, runs, first, width, chunk, processes)
+    finally:
+        await stop_throwaway_server(server)
+
+
+async def campaign(
+    server_url: str, runs: int, first: int, width: int, chunk: int, processes: int
+) -> int:
     began = time.monotonic()
-    total = CampaignReport()
+    total = CampaignReport(processes=processes)
     effects: Counter[str] = Counter()
     seeds = list(range(first, first + runs))
     for start in range(0, len(seeds), chunk):
         part = seeds[start : start + chunk]
-        async with campaign_infrastructure() as (env, pool):
-            report = await run_campaign(env, pool, part, width=width)
+        report = await run_in_processes(server_url, part, processes=processes, width=width)
         total.results.update(report.results)
         total.steps += report.steps
         total.sleep_seconds.extend(report.sleep_seconds)
@@ -71,6 +84,7 @@ if __name__ == "__main__":
     parser.add_argument("--first", type=int, default=0)
     parser.add_argument("--width", type=int, default=DEFAULT_WIDTH)
     parser.add_argument("--chunk", type=int, default=500)
+    parser.add_argument("--processes", type=int, default=default_processes())
     args = parser.parse_args()
     logging.basicConfig(level=logging.CRITICAL)
-    sys.exit(asyncio.run(main(args.runs, args.first, args.width, args.chunk)))
+    sys.exit(asyncio.run(main(args.runs, args.first, args.width, args.chunk, args.processes)))

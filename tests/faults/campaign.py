@@ -25,12 +25,17 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
+import pickle
+import sys
+import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, cast
 from uuid import UUID, uuid4
 
@@ -52,9 +57,12 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from activities.calendar.sessions import MarketSessions
 from activities.order_activities import OrderActivities
 from activities.store import ledger
+from activities.store.migrations import migrate_up
+from activities.store.postgres import create_pool
 from activities.store.repositories import UnitOfWork
 from activities.venue.exchange import PaperVenue
 from activities.venue.outbox import OutboxRelay, temporal_deliver
+from bootstrap.heartbeat import HeartbeatInterceptor
 from bootstrap.temporal import register_search_attributes, time_skipping_server_path
 from contracts.payloads import (
     BrokerEvent,
@@ -73,12 +81,14 @@ from domain.commissions import PerShare
 from domain.orders import OrderSide, OrderType, TimeInForce
 from domain.portfolio import Portfolio, RiskLimits
 from tests.fakes.feeds import ScriptedFeed
+from tests.fixtures.postgres import create_database, drop_database, random_database_name
 from workflows.order import OrderWorkflow
 
 from .invariants import LaneView, load_view, safety_divergences, settled_divergences
 from .schedule import FAULT_KINDS, STEP, TICK, OrderPlan, Schedule, make_schedule
 
 log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parents[2]
 
 LIMITS = RiskLimits(
     max_position_size=Decimal("1000000"),
@@ -90,8 +100,8 @@ LIMITS = RiskLimits(
 COMMISSION = PerShare(rate=Decimal("0.005"), minimum=Decimal("1.00"))
 SETTLE_SECONDS = 0.03  # real time after a step's actions before the minute is skipped
 MAX_DRAIN_STEPS = 45  # minutes after the last fault for a lane to settle
-SETTLED_CHECKS = 2
-RESTART_TASK_TIMEOUT = timedelta(seconds=2)  # settled invariants must hold this many steps in a row
+SETTLED_CHECKS = 2  # settled invariants must hold this many steps in a row
+RESTART_TASK_TIMEOUT = timedelta(seconds=2)
 DEFAULT_WIDTH = 24  # lanes side by side
 SKIP_RPC_TIMEOUT = timedelta(minutes=3)
 # The venue matches and the relay polls (beside its NOTIFY wake-ups) this often, in real time.
@@ -252,6 +262,7 @@ class RunningWorker:
             task_queue=self.task_queue,
             workflows=[OrderWorkflow],
             activities=self.activities.all(),
+            interceptors=[HeartbeatInterceptor()],
             # A worker that will be restarted keeps no sticky cache: the time-skipping test
             # server never times out a workflow task waiting on a stopped worker's sticky
             # queue (nor implements ResetStickyTaskQueue), so a restart would strand every
@@ -730,6 +741,7 @@ class CampaignReport:
     shared_effects: Counter[str] = field(default_factory=Counter)
     wall_seconds: float = 0.0
     sleep_seconds: list[float] = field(default_factory=list)  # real time of each skip
+    processes: int = 1
 
     @property
     def orders(self) -> int:
@@ -761,9 +773,9 @@ class CampaignReport:
             *(f"  {name:<48} {n}" for name, n in sorted(self.effects().items())),
             f"divergences: {sum(len(r.divergences) for r in self.results.values())} "
             f"in {len(self.failed())} schedule(s)",
-            f"wall time:   {self.wall_seconds:.1f} s ({sum(self.sleep_seconds):.1f} s in "
-            f"{len(self.sleep_seconds)} skips of a minute, the slowest "
-            f"{max(self.sleep_seconds, default=0):.1f} s)",
+            f"wall time:   {self.wall_seconds:.1f} s in {self.processes} process(es) "
+            f"({sum(self.sleep_seconds):.1f} s in {len(self.sleep_seconds)} skips of a "
+            f"minute, the slowest {max(self.sleep_seconds, default=0):.1f} s)",
         ]
         for result in self.failed():
             lines.append(f"  seed {result.seed}: {result.divergences[0]}")
@@ -944,22 +956,28 @@ async def campaign_environment() -> AsyncIterator[WorkflowEnvironment]:
         await env.shutdown()
 
 
-@contextlib.asynccontextmanager
-async def campaign_infrastructure() -> AsyncIterator[tuple[WorkflowEnvironment, asyncpg.Pool]]:
-    """PostgreSQL (a throwaway embedded server, migrated) and a time-skipping Temporal
-    server of their own, for running the campaign outside pytest (bench/fault_campaign.py)."""
-    from activities.store.migrations import migrate_up
-    from activities.store.postgres import create_pool
-    from tests.fixtures.postgres import (
-        create_database,
-        random_database_name,
-        start_throwaway_server,
-        stop_throwaway_server,
-    )
-
-    server = await start_throwaway_server()
+@contextlib.contextmanager
+def quiet_activity_failures() -> Iterator[None]:
+    """The SDK logs every failed activity attempt with its traceback; a campaign makes
+    thousands on purpose (refused connections, a broker that is down), and formatting them
+    cost a tenth of its CPU. Its checks read the books and the venue, not the log."""
+    logger = logging.getLogger("temporalio.activity")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
     try:
-        url = await create_database(server.url, random_database_name("fault_campaign"))
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextlib.asynccontextmanager
+async def campaign_database(server_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A migrated database of the campaign's own on the PostgreSQL server at `server_url`
+    (every schedule has its own portfolio and symbols; nothing else may write beside it),
+    dropped afterwards."""
+    name = random_database_name("fault_campaign")
+    url = await create_database(server_url, name)
+    try:
         conn = await asyncpg.connect(url)
         try:
             await migrate_up(conn)
@@ -967,9 +985,72 @@ async def campaign_infrastructure() -> AsyncIterator[tuple[WorkflowEnvironment, 
             await conn.close()
         pool = await create_pool(url, min_size=2, max_size=20)
         try:
-            async with campaign_environment() as env:
-                yield env, pool
+            yield pool
         finally:
             await pool.close()
     finally:
-        await stop_throwaway_server(server)
+        await drop_database(server_url, name)
+
+
+def default_processes() -> int:
+    """One campaign process per core (at most four): a campaign process is bound by one
+    core's worth of Python, its workflow tasks and activities."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+async def run_in_processes(
+    server_url: str,
+    seeds: list[int],
+    *,
+    processes: int,
+    width: int = DEFAULT_WIDTH,
+) -> CampaignReport:
+    """Run `seeds` dealt over `processes` OS processes, each a whole campaign stack of its
+    own (time-skipping server, worker, database on `server_url`): the first in this
+    process, the others as `python -m tests.faults.shard`. One report of all.
+
+    A schedule's outcome depends only on its seed and the lanes beside it (the shared
+    stream drops and worker restarts); dealing seeds round-robin keeps both fixed for a
+    given seed list and process count, and `LaneResult.beside` names the neighbours."""
+    shards = [seeds[i::processes] for i in range(processes)]
+    shards = [shard for shard in shards if shard]
+    began = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="fault-campaign-") as tmp:
+        children: list[tuple[asyncio.subprocess.Process, Path, Path]] = []
+        try:
+            for index, shard in enumerate(shards[1:], start=1):
+                out = Path(tmp) / f"shard-{index}.pickle"
+                log_path = Path(tmp) / f"shard-{index}.log"
+                with open(log_path, "wb") as log_file:
+                    child = await asyncio.create_subprocess_exec(
+                        sys.executable,
+                        "-m",
+                        "tests.faults.shard",
+                        server_url,
+                        str(out),
+                        str(width),
+                        *map(str, shard),
+                        cwd=ROOT,
+                        stdout=log_file,
+                        stderr=asyncio.subprocess.STDOUT,
+                    )
+                children.append((child, out, log_path))
+            async with campaign_database(server_url) as pool, campaign_environment() as env:
+                report = await run_campaign(env, pool, shards[0], width=width)
+            for child, out, log_path in children:
+                if await child.wait() != 0:
+                    tail = log_path.read_text(errors="replace")[-4000:]
+                    raise RuntimeError(f"campaign shard exited {child.returncode}:\n{tail}")
+                part: CampaignReport = pickle.loads(out.read_bytes())  # noqa: S301 (ours)
+                report.results.update(part.results)
+                report.steps = max(report.steps, part.steps)
+                report.sleep_seconds.extend(part.sleep_seconds)
+                report.shared_effects.update(part.shared_effects)
+        finally:
+            for child, _, _ in children:
+                if child.returncode is None:
+                    child.kill()
+                    await child.wait()
+    report.wall_seconds = time.monotonic() - began
+    report.processes = len(shards)
+    return report

@@ -12,20 +12,21 @@ checked against the invariants after every step and once its faults are restored
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from uuid import uuid4
 
-import asyncpg
 import pytest
 
-from activities.store.migrations import migrate_up
-from activities.store.postgres import create_pool
 from domain.orders import OrderSide, OrderStatus, OrderType
 from domain.portfolio import Portfolio
-from tests.fixtures.postgres import create_database, drop_database, random_database_name
 
-from .campaign import LIMITS, campaign_environment, reproduce_command, run_campaign
+from .campaign import (
+    LIMITS,
+    default_processes,
+    quiet_activity_failures,
+    reproduce_command,
+    run_in_processes,
+)
 from .invariants import (
     BookOrder,
     Execution,
@@ -48,33 +49,11 @@ def campaign_seeds() -> list[int]:
     return list(range(first, first + runs))
 
 
-@pytest.fixture
-async def campaign_pool(pg_server_url: str) -> AsyncIterator[asyncpg.Pool]:
-    """A database of the campaign's own on the session's server (every schedule has its
-    own portfolio and symbols; nothing else may write beside it)."""
-    name = random_database_name("fault_campaign")
-    url = await create_database(pg_server_url, name)
-    try:
-        conn = await asyncpg.connect(url)
-        try:
-            await migrate_up(conn)
-        finally:
-            await conn.close()
-        pool = await create_pool(url, min_size=2, max_size=20)
-        try:
-            yield pool
-        finally:
-            await pool.close()
-    finally:
-        await drop_database(pg_server_url, name)
-
-
-async def test_no_schedule_of_broker_faults_loses_or_invents_money(
-    campaign_pool: asyncpg.Pool,
-) -> None:
+async def test_no_schedule_of_broker_faults_loses_or_invents_money(pg_server_url: str) -> None:
     seeds = campaign_seeds()
-    async with campaign_environment() as env:
-        report = await run_campaign(env, campaign_pool, seeds)
+    processes = int(os.environ.get("FAULT_CAMPAIGN_PROCESSES", default_processes()))
+    with quiet_activity_failures():
+        report = await run_in_processes(pg_server_url, seeds, processes=processes)
     print(report.summary())
     assert sorted(report.results) == seeds, "every schedule ran to its end"
     assert not report.failed(), report.summary()
