@@ -6,6 +6,7 @@ the reconnect hook, the real PostgreSQL.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -173,24 +174,34 @@ async def test_a_stream_reconnect_tells_every_open_order_to_re_read_not_only_the
     open orders, the hook the worker runs after every reconnect asks 1,000 of them; the 50
     oldest never re-read the broker, so fills sent while the stream was down stay missing
     until their next idle poll (minutes to hours)."""
-    portfolio = Portfolio(initial_capital=Decimal("1000000.00"), limits=LIMITS, name="many")
-    await ledger.create_portfolio(db_pool, portfolio)
     now = datetime.now(UTC)
     market = MarketContext(Decimal("0.99"), Decimal("1.01"), Decimal(0), True, now)
-    placed: list[UUID] = []
-    for n in range(1050):
-        client_order_id = f"reconnect-{n}"
-        request = order(quantity="1", limit="1.00")
-        request.order_id = order_id_for(portfolio.id, client_order_id)
-        request.portfolio_id = portfolio.id
-        request.client_order_id = client_order_id
-        request.side, request.order_type = OrderSide.BUY, OrderType.LIMIT
-        request.time_in_force = TimeInForce.GTC
-        snapshot = await ledger.place_order(
-            db_pool, request, now + timedelta(microseconds=n), market
+
+    async def place_many(book: int, count: int) -> list[UUID]:
+        """`count` resting limit buys of one portfolio, oldest first; ten books side by side
+        (each places under its own portfolio lock)."""
+        portfolio = Portfolio(
+            initial_capital=Decimal("1000000.00"), limits=LIMITS, name=f"many-{book}"
         )
-        assert snapshot.status is OrderStatus.ACCEPTED
-        placed.append(snapshot.order_id)
+        await ledger.create_portfolio(db_pool, portfolio)
+        ids = []
+        for n in range(count):
+            client_order_id = f"reconnect-{book}-{n}"
+            request = order(quantity="1", limit="1.00")
+            request.order_id = order_id_for(portfolio.id, client_order_id)
+            request.portfolio_id = portfolio.id
+            request.client_order_id = client_order_id
+            request.side, request.order_type = OrderSide.BUY, OrderType.LIMIT
+            request.time_in_force = TimeInForce.GTC
+            at = now + timedelta(microseconds=n * 10 + book)
+            snapshot = await ledger.place_order(db_pool, request, at, market)
+            assert snapshot.status is OrderStatus.ACCEPTED
+            ids.append(snapshot.order_id)
+        return ids
+
+    books = await asyncio.gather(*(place_many(book, 105) for book in range(10)))
+    placed = [order_id for ids in books for order_id in ids]
+    assert len(placed) == 1050
     told: list[UUID] = []
 
     async def reconcile_order(client: object, order_id: UUID) -> None:
