@@ -2,9 +2,10 @@
 time-skipping server, real PostgreSQL, the real paper venue and its outbox relay, each
 checked against the invariants after every step and once its faults are restored.
 
-    FAULT_CAMPAIGN_RUNS=N    run N schedules (default 48, seeds FAULT_CAMPAIGN_FIRST..)
+    FAULT_CAMPAIGN_RUNS=N    run N schedules (default 200, seeds FAULT_CAMPAIGN_FIRST..)
     FAULT_CAMPAIGN_FIRST=K   the first seed (default 0)
     FAULT_CAMPAIGN_SEED=S    run the one schedule S (what a failure prints to reproduce it)
+    FAULT_CAMPAIGN_PROCESSES=P  deal the schedules over P processes (default: one per core)
 
 `bench/fault_campaign.py` runs 10,000 schedules and reports the totals.
 """
@@ -45,7 +46,7 @@ def campaign_seeds() -> list[int]:
     if one:
         return [int(one)]
     first = int(os.environ.get("FAULT_CAMPAIGN_FIRST", "0"))
-    runs = int(os.environ.get("FAULT_CAMPAIGN_RUNS", "48"))
+    runs = int(os.environ.get("FAULT_CAMPAIGN_RUNS", "200"))
     return list(range(first, first + runs))
 
 
