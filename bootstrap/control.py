@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 from uuid import UUID
@@ -21,6 +21,7 @@ from temporalio.client import (
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError
+from temporalio.workflow import UpdateMethodMultiParam
 
 from activities.store.queries import open_order_ids
 from activities.store.repositories import NotFoundError, UnitOfWork
@@ -87,68 +88,50 @@ async def place_order(
 
     With a `plan` (TWAP, VWAP) the order is a parent: ParentOrderWorkflow works it as
     child orders, under the same workflow id and with the same `placement` update."""
+    order_id = request.order_id
     if plan is not None:
-        return await _place_parent(client, request, options, task_queue, request_token, plan)
+        parent = ParentWorkflowInput(request=request, plan=plan, options=options)
+        return await _place_with(
+            client, ParentOrderWorkflow.run, parent, ParentOrderWorkflow.placement,
+            order_id, task_queue, request_token,
+        )  # fmt: skip
     if legs is not None:
-        return await _place_bracket(client, request, options, task_queue, request_token, legs)
+        # A bracket, OCO or OTO: BracketWorkflow works it, with the same `placement` update.
+        bracket = BracketWorkflowInput(request=request, legs=legs, options=options)
+        return await _place_with(
+            client, BracketWorkflow.run, bracket, BracketWorkflow.placement,
+            order_id, task_queue, request_token,
+        )  # fmt: skip
+    single = OrderWorkflowInput(request=request, options=options)
+    return await _place_with(
+        client, OrderWorkflow.run, single, OrderWorkflow.placement,
+        order_id, task_queue, request_token,
+    )  # fmt: skip
+
+
+async def _place_with(
+    client: Client,
+    run: Callable[[Any, Any], Awaitable[Any]],
+    workflow_input: Any,
+    placement: UpdateMethodMultiParam[[Any, str], Any],
+    order_id: UUID,
+    task_queue: str,
+    request_token: str,
+) -> Placement:
+    """The one update-with-start every order class is placed with: start (or join) the
+    workflow `run` under the order's workflow id and ask its `placement` update."""
     start = WithStartWorkflowOperation(
-        OrderWorkflow.run,
-        OrderWorkflowInput(request=request, options=options),
-        id=workflow_id_for(request.order_id),
+        run,
+        workflow_input,
+        id=workflow_id_for(order_id),
         task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
     )
     call = client.execute_update_with_start_workflow(
-        OrderWorkflow.placement, request_token, start_workflow_operation=start
+        placement, request_token, start_workflow_operation=start
     )
     # cast: the SDK types an async update's result as its coroutine
-    return cast(Placement, await _forgetting_the_start(start, call))
-
-
-async def _place_parent(
-    client: Client,
-    request: OrderRequest,
-    options: OrderWorkflowOptions,
-    task_queue: str,
-    request_token: str,
-    plan: ExecutionPlan,
-) -> Placement:
-    start = WithStartWorkflowOperation(
-        ParentOrderWorkflow.run,
-        ParentWorkflowInput(request=request, plan=plan, options=options),
-        id=workflow_id_for(request.order_id),
-        task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-    )
-    call = client.execute_update_with_start_workflow(
-        ParentOrderWorkflow.placement, request_token, start_workflow_operation=start
-    )
-    return cast(Placement, await _forgetting_the_start(start, call))
-
-
-async def _place_bracket(
-    client: Client,
-    request: OrderRequest,
-    options: OrderWorkflowOptions,
-    task_queue: str,
-    request_token: str,
-    legs: LegPlan,
-) -> Placement:
-    """A bracket, OCO or OTO: BracketWorkflow works it, under the order's workflow id and
-    with the same `placement` update as an OrderWorkflow."""
-    start = WithStartWorkflowOperation(
-        BracketWorkflow.run,
-        BracketWorkflowInput(request=request, legs=legs, options=options),
-        id=workflow_id_for(request.order_id),
-        task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-    )
-    call = client.execute_update_with_start_workflow(
-        BracketWorkflow.placement, request_token, start_workflow_operation=start
-    )
     return cast(Placement, await _forgetting_the_start(start, call))
 
 
