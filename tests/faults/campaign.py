@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -55,6 +56,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.calendar.sessions import MarketSessions
+from activities.operations_activities import OperationsActivities
 from activities.order_activities import OrderActivities
 from activities.store import ledger
 from activities.store.migrations import migrate_up
@@ -73,18 +75,28 @@ from contracts.payloads import (
     OrderWorkflowInput,
     OrderWorkflowOptions,
     SubmitResult,
+    TradingStateRequest,
+    TradingStateWorkflowInput,
     order_id_for,
+    trading_state_workflow_id,
     workflow_id_for,
 )
 from contracts.ports import Deliver
 from domain.commissions import PerShare
-from domain.orders import OrderSide, OrderType, TimeInForce
-from domain.portfolio import Portfolio, RiskLimits
+from domain.orders import OrderSide, OrderStatus, OrderType, TimeInForce
+from domain.portfolio import Portfolio, RiskLimits, TradingState
 from tests.fakes.feeds import ScriptedFeed
 from tests.fixtures.postgres import create_database, drop_database, random_database_name
+from workflows.operations import TradingStateWorkflow
 from workflows.order import OrderWorkflow
 
-from .invariants import LaneView, load_view, safety_divergences, settled_divergences
+from .invariants import (
+    LaneView,
+    halt_divergences,
+    load_view,
+    safety_divergences,
+    settled_divergences,
+)
 from .schedule import FAULT_KINDS, STEP, TICK, OrderPlan, Schedule, make_schedule
 
 log = logging.getLogger(__name__)
@@ -178,6 +190,14 @@ class FaultyBroker:
         if lane is None:
             return await self.venue.cancel(client_order_id)
         lane.refuse_if_down("cancel")
+        if lane.take_fault("reject_after_cancel", UUID(client_order_id)) is not None:
+            state = await self.venue.cancel(client_order_id)
+            if not state.status.is_terminal or state.status is OrderStatus.FILLED:
+                return state
+            lane.effects["reject_after_cancel: cancel answered rejected"] += 1
+            return dataclasses.replace(
+                state, status=OrderStatus.REJECTED, reason="order rejected by the broker"
+            )
         refusal = lane.take_fault("cancel_refused", UUID(client_order_id))
         if refusal is None:
             return await self.venue.cancel(client_order_id)
@@ -246,7 +266,11 @@ class RunningWorker:
     """A worker on one task queue that can be stopped and replaced by a new one."""
 
     def __init__(
-        self, client: Client, task_queue: str, activities: OrderActivities, cached: bool
+        self,
+        client: Client,
+        task_queue: str,
+        activities: list[Callable[..., Any]],
+        cached: bool,
     ) -> None:
         self.client = client
         self.task_queue = task_queue
@@ -260,8 +284,8 @@ class RunningWorker:
         self._worker = Worker(
             self.client,
             task_queue=self.task_queue,
-            workflows=[OrderWorkflow],
-            activities=self.activities.all(),
+            workflows=[OrderWorkflow, TradingStateWorkflow],
+            activities=self.activities,
             interceptors=[HeartbeatInterceptor()],
             # A worker that will be restarted keeps no sticky cache: the time-skipping test
             # server never times out a workflow task waiting on a stopped worker's sticky
@@ -330,10 +354,16 @@ class CampaignStack:
             sessions,
             COMMISSION,
         )
+        # The kill switch's one activity (TradingStateWorkflow): it stores the state and
+        # lists the orders to cancel; the workflow signals each order.
+        operations = OperationsActivities(
+            cast(asyncpg.Pool, FlakyPool(pool, self.lanes)), self.venue, self.feed, sessions
+        )
+        self.all_activities = [*self.activities.all(), operations.record_trading_state]
         self.send = temporal_deliver(self.client, pool)
         self.relay = OutboxRelay(pool, self.lanes.deliver(self.send))
         self.task_queue = f"fault-campaign-{uuid4()}"
-        self.worker = RunningWorker(self.client, self.task_queue, self.activities, cached=True)
+        self.worker = RunningWorker(self.client, self.task_queue, self.all_activities, cached=True)
         self.retired_workers: list[RunningWorker] = []  # of finished lanes, still serving
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -417,12 +447,13 @@ class Lane:
         self.settled_streak = 0
         self.done = False
         self.beside: set[int] = set()
+        self.halted_at_step: int | None = None  # the step the kill switch was stored in
         self.worker: RunningWorker | None = None
         self.task_queue = stack.task_queue
         if schedule.faults_of("worker_restart"):
             self.task_queue = f"{stack.task_queue}-{schedule.seed}"
             self.worker = RunningWorker(
-                stack.client, self.task_queue, stack.activities, cached=False
+                stack.client, self.task_queue, stack.all_activities, cached=False
             )
 
     # -- faults --------------------------------------------------------------------------
@@ -568,6 +599,8 @@ class Lane:
         for tick in self.schedule.quotes:
             if tick.step == self.step:
                 feed.set_quote(tick.symbol, tick.bid, tick.ask, tick.bid_size, tick.ask_size)
+        if self.schedule.halt_at == self.step:
+            self.calls["kill switch"] = asyncio.create_task(self.halt())
         for plan in self.schedule.orders:
             if plan.place_at == self.step:
                 self.labels[self.order_ids[plan.index]] = plan.describe()
@@ -619,6 +652,24 @@ class Lane:
                 return snapshot
             await asyncio.sleep(0.05)
 
+    async def halt(self) -> None:
+        """The kill switch, as `trading halt` throws it (bootstrap.control.set_trading_state),
+        but started and then updated in two calls, for the reason `place` gives."""
+        handle = await self.stack.client.start_workflow(
+            TradingStateWorkflow.run,
+            TradingStateWorkflowInput(self.portfolio.id),
+            id=trading_state_workflow_id(self.portfolio.id),
+            task_queue=self.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+        change = await handle.execute_update(
+            TradingStateWorkflow.set_state,
+            TradingStateRequest(TradingState.HALTED, "fault campaign kill switch"),
+        )
+        self.halted_at_step = self.step
+        self.effects["kill_switch: halted"] += 1
+        self.effects["kill_switch: open orders told to cancel"] += len(change.orders_to_cancel)
+
     async def cancel(self, plan: OrderPlan, via: str) -> None:
         with contextlib.suppress(Exception):  # a failed place is reported by itself
             await self.calls[f"place #{plan.index}"]
@@ -651,10 +702,10 @@ class Lane:
                 view.unanswered.append(name)
             elif not call.cancelled() and call.exception() is not None:
                 error = call.exception()
-                order_id = self.order_ids[int(name.split("#")[1].split()[0])]
-                closed = order_id in view.books and view.books[order_id].status.is_terminal
-                if name.startswith("cancel") and closed and isinstance(error, RPCError):
-                    continue  # the order closed while the cancel was on its way
+                if name.startswith("cancel") and isinstance(error, RPCError):
+                    order_id = self.order_ids[int(name.split("#")[1].split()[0])]
+                    if order_id in view.books and view.books[order_id].status.is_terminal:
+                        continue  # the order closed while the cancel was on its way
                 view.call_failures.append(f"{name} failed: {error!r}")
         if workflows:
             view.workflows = {}
@@ -697,7 +748,14 @@ class Lane:
     async def _unsettled(self, workflows: bool) -> list[str]:
         view = await self.view(workflows=workflows)
         self.record(view.call_failures)  # final as they are: no reason to wait on them
-        return [p for p in settled_divergences(view) if p not in view.call_failures]
+        problems = [p for p in settled_divergences(view) if p not in view.call_failures]
+        return problems + self._halt_divergences(view)
+
+    def _halt_divergences(self, view: LaneView) -> list[str]:
+        if self.schedule.halt_at is None:
+            return []
+        placed_at = {self.order_ids[plan.index]: plan.place_at for plan in self.schedule.orders}
+        return halt_divergences(view, placed_at, self.halted_at_step)
 
     async def finish(self) -> LaneResult:
         """End the lane: its resting orders are canceled through their workflows (a

@@ -26,6 +26,7 @@ from uuid import UUID
 import asyncpg
 
 from activities.store.repositories import PortfolioRepository
+from domain.errors import ErrorCode
 from domain.orders import OrderSide, OrderStatus, OrderType
 from domain.portfolio import Portfolio
 
@@ -60,6 +61,7 @@ class BookOrder:
     filled_quantity: Decimal
     executions: dict[str, Execution] = field(default_factory=dict)
     unreachable: bool = False  # broker_unreachable_since is set
+    reject_code: str | None = None
 
 
 @dataclass
@@ -243,7 +245,7 @@ async def load_view(
     books: dict[UUID, BookOrder] = {}
     for row in await conn.fetch(
         "SELECT id, symbol, side, order_type, status, filled_quantity, "
-        "broker_unreachable_since FROM orders WHERE portfolio_id = $1",
+        "broker_unreachable_since, reject_code FROM orders WHERE portfolio_id = $1",
         portfolio_id,
     ):
         books[row["id"]] = BookOrder(
@@ -253,6 +255,7 @@ async def load_view(
             status=OrderStatus(row["status"]),
             filled_quantity=row["filled_quantity"],
             unreachable=row["broker_unreachable_since"] is not None,
+            reject_code=row["reject_code"],
         )
     for row in await conn.fetch(
         "SELECT order_id, execution_id, quantity, price, commission FROM executions "
@@ -293,3 +296,22 @@ async def load_view(
         symbols=tuple(symbols),
         undelivered_events=int(undelivered),
     )
+
+
+def halt_divergences(
+    view: LaneView, placed_at: dict[UUID, int], halted_at_step: int | None
+) -> list[str]:
+    """Once settled after the kill switch: no order is still working, and every order
+    placed at a step after the one the halt was stored in was refused as halted."""
+    problems = []
+    for order_id, book in view.books.items():
+        if not book.status.is_terminal:
+            problems.append(f"{view.label(order_id)}: still {book.status.value} after the halt")
+        step = placed_at.get(order_id)
+        late = step is not None and halted_at_step is not None and step > halted_at_step
+        if late and book.reject_code != ErrorCode.TRADING_HALTED.value:
+            problems.append(
+                f"{view.label(order_id)}: placed after the halt, yet {book.status.value} "
+                f"({book.reject_code or 'no reject code'})"
+            )
+    return problems

@@ -39,6 +39,8 @@ FAULT_KINDS: dict[str, str] = {
     "db_down": "the order activities' database is unreachable for this schedule for N steps",
     "worker_restart": "the schedule's worker is stopped (its running activities canceled) "
     "and a new one started on the same task queue",
+    "reject_after_cancel": "the broker answers a cancel with `rejected`: the order is dead at "
+    "the venue, whatever it filled stands",
 }
 SHARED_FAULTS = frozenset({"stream_drop"})
 _WEIGHTS = {
@@ -140,6 +142,7 @@ class Schedule:
     active_steps: int  # the last step with an action or a fault; the drain follows
     max_history_events: int = 2000
     closing: dict[str, tuple[Decimal, Decimal]] = field(default_factory=dict)  # last bid, ask
+    halt_at: int | None = None  # the kill switch: the portfolio is halted at this step
 
     def describe(self) -> str:
         lines = [
@@ -147,6 +150,7 @@ class Schedule:
             f"{len(self.quotes)} quotes, max_history_events {self.max_history_events}",
             *("  order " + o.describe() for o in self.orders),
             *("  fault " + f.describe() for f in self.faults),
+            *([f"  kill switch at {self.halt_at}"] if self.halt_at is not None else []),
         ]
         return "\n".join(lines)
 
@@ -314,6 +318,17 @@ def make_schedule(seed: int) -> Schedule:
             faults.append(Fault(kind, start, rng.randint(1, 6)))
         else:
             faults.append(Fault(kind, start))
+    # Drawn after the rest, so the draws above stay what they were for every seed.
+    refused = {f.order for f in faults if f.kind == "cancel_refused"}
+    rejectable = [index for index in canceled if index not in refused]
+    if rejectable and rng.random() < 0.2:
+        index = rng.choice(rejectable)
+        faults.append(Fault("reject_after_cancel", orders[index].place_at, order=index))
+    # The kill switch: HALTED cancels every open order and refuses new ones. Not in a
+    # schedule with worker restarts (its lane sends no updates; see campaign.Lane.cancel).
+    halt_at = None
+    if not any(f.kind == "worker_restart" for f in faults) and rng.random() < 0.15:
+        halt_at = rng.randint(1, active - 1)
     end = max([active, *(f.end for f in faults)])
     return Schedule(
         seed=seed,
@@ -325,4 +340,5 @@ def make_schedule(seed: int) -> Schedule:
         active_steps=end,
         max_history_events=max_history_events,
         closing={s: path[s][max(path[s])] for s in symbols},
+        halt_at=halt_at,
     )

@@ -33,6 +33,7 @@ from .invariants import (
     Execution,
     LaneView,
     VenueOrder,
+    halt_divergences,
     safety_divergences,
     settled_divergences,
 )
@@ -148,6 +149,21 @@ def test_negative_cash_and_a_ledger_imbalance_are_caught() -> None:
     problems = safety_divergences(view)
     assert any("cash is negative" in d for d in problems), problems
     assert any("ledger imbalance" in d for d in problems), problems
+
+
+def test_an_order_left_working_or_accepted_after_the_kill_switch_is_caught() -> None:
+    view = _view(
+        working=(_limit_buy(OrderStatus.SUBMITTED), VenueOrder(OrderStatus.SUBMITTED, Decimal(0))),
+        late=(_limit_buy(OrderStatus.FILLED, "5"), VenueOrder(OrderStatus.FILLED, Decimal(5))),
+    )
+    working, late = list(view.labels)
+    problems = halt_divergences(view, {working: 1, late: 4}, halted_at_step=2)
+    assert any("working: still submitted after the halt" in p for p in problems), problems
+    assert any("late: placed after the halt, yet filled" in p for p in problems), problems
+    view.books[working].status = OrderStatus.CANCELED
+    view.books[late].status = OrderStatus.REJECTED
+    view.books[late].reject_code = "TRADING_HALTED"
+    assert halt_divergences(view, {working: 1, late: 4}, halted_at_step=2) == []
 
 
 def test_a_failing_seed_names_the_command_that_reproduces_it() -> None:
