@@ -28,11 +28,9 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import resource
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,8 +45,11 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from stack_bench import rate_limits, trading_up, up_env  # noqa: E402  (bench/)
+
 from activities.store.postgres import free_port  # noqa: E402
 from api.signing import signed_headers  # noqa: E402
+from tests.fixtures import pg_outage  # noqa: E402
 
 PROBE_EVERY = 0.05
 HALF_REQUEST = b"GET /api/v1/portfolio HTTP/1.1\r\nHost: api\r\nX-API-Key: slow\r\n"
@@ -97,7 +98,7 @@ class Target:
 
     def postmaster(self) -> int | None:
         with contextlib.suppress(OSError, ValueError, IndexError):
-            return int((self.data / "pgdata" / "postmaster.pid").read_text().split()[0])
+            return pg_outage.postmaster_pid(self.data / "pgdata")
         return None
 
 
@@ -256,32 +257,13 @@ async def run_attacker(kind: str, count: int, url: str, seconds: float) -> None:
     print(json.dumps(stats))
 
 
-def descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            ppid = int(stat.read_text().rpartition(")")[2].split()[1])
-            children.setdefault(ppid, []).append(int(stat.parent.name))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop(0)
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
-
-
 async def freeze(target: Target, seconds: float) -> None:
     postmaster = target.postmaster()
     if postmaster is None:
         print("  PostgreSQL frozen: skipped (not the embedded server of this data dir)")
         return
     paused: list[int] = []
-    os.kill(postmaster, signal.SIGSTOP)
-    paused.append(postmaster)
-    for pid in descendants(postmaster):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGSTOP)
-            paused.append(pid)
+    pg_outage.freeze(postmaster, paused.append, passes=1)
     answers: dict[str, list[tuple[int | str, float]]] = {"ready": [], "portfolio": [], "order": []}
     try:
         deadline = time.monotonic() + seconds
@@ -321,9 +303,7 @@ async def freeze(target: Target, seconds: float) -> None:
                 )
                 await asyncio.sleep(0.5)
     finally:
-        for pid in reversed(paused):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
+        pg_outage.send(reversed(paused), signal.SIGCONT)
     print(f"  PostgreSQL frozen {seconds:.0f} s (requests sent every 0.5 s while frozen)")
     for kind, results in answers.items():
         statuses = Counter(str(status) for status, _ in results)
@@ -419,43 +399,16 @@ async def with_own_stack(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="abuse-") as tmp:
         Path(tmp).chmod(0o711)
         data = Path(tmp) / "state"
-        port = free_port()
-        env = {
-            **os.environ,
-            "DATA_DIR": str(data),
-            "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
-            "TEMPORAL_UI_PORT": str(free_port()),
-            "WORKER_METRICS_PORT": str(free_port()),
-            "API_PORT": str(port),
-            "API_RATE_LIMITS": json.dumps(
-                {
-                    name: {"max_requests": 100000, "window_seconds": 1}
-                    for name in ("place_order", "get_positions")
-                }
-            ),
-        }
-        env.pop("DATABASE_URL", None)
-        up = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "up"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        env = up_env(
+            data,
+            free_port(),
+            WORKER_METRICS_PORT=str(free_port()),
+            API_RATE_LIMITS=rate_limits(100000, "place_order", "get_positions"),
         )
-        try:
-            async with httpx.AsyncClient(timeout=3) as http:
-                deadline = time.monotonic() + 120
-                while True:
-                    with contextlib.suppress(httpx.HTTPError):
-                        if (await http.get(f"http://127.0.0.1:{port}/ready")).status_code == 200:
-                            break
-                    assert up.poll() is None, "trading up exited"
-                    assert time.monotonic() < deadline, "trading up was not ready in 120 s"
-                    await asyncio.sleep(0.2)
+        async with trading_up(
+            env, poll_every=0.2, stop_timeout=90, ready_within=120, request_timeout=3
+        ):
             await run(args, data)
-        finally:
-            up.send_signal(signal.SIGINT)
-            up.wait(timeout=90)
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -54,43 +56,72 @@ def stack_mib(data: Path) -> float:
     return sum(pss_kib(pid) for pid in stack_pids(data)) / 1024
 
 
+def up_env(data: Path, api_port: int, **settings: str) -> dict[str, str]:
+    """The environment of `trading up` in DATA_DIR `data`, the API on `api_port`, Temporal
+    on free ports, its own PostgreSQL (never an outside DATABASE_URL), and `settings`."""
+    env = {
+        **os.environ,
+        "DATA_DIR": str(data),
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
+        "TEMPORAL_UI_PORT": str(free_port()),
+        "API_PORT": str(api_port),
+        **settings,
+    }
+    env.pop("DATABASE_URL", None)
+    return env
+
+
+def rate_limits(max_requests: int, *endpoints: str) -> str:
+    """API_RATE_LIMITS of `max_requests` a second for each of `endpoints`."""
+    return json.dumps({k: {"max_requests": max_requests, "window_seconds": 1} for k in endpoints})
+
+
+@contextlib.asynccontextmanager
+async def trading_up(
+    env: dict[str, str],
+    poll_every: float,
+    stop_timeout: float,
+    ready_within: float | None = None,
+    request_timeout: float = 5.0,
+) -> AsyncIterator[str]:
+    """Run `trading up` in `env` (see up_env) and yield the API's URL once /ready answers
+    200 (polled every `poll_every` s, each request given `request_timeout` s; a failure if
+    not ready `ready_within` s after starting, when given); on exit SIGINT, then wait up to
+    `stop_timeout` s."""
+    up = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "up"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{env['API_PORT']}"
+    try:
+        async with httpx.AsyncClient(timeout=request_timeout) as http:
+            deadline = None if ready_within is None else time.monotonic() + ready_within
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(f"{url}/ready")).status_code == 200:
+                        break
+                assert up.poll() is None, "trading up exited"
+                assert deadline is None or time.monotonic() < deadline, (
+                    f"trading up was not ready in {ready_within:.0f} s"
+                )
+                await asyncio.sleep(poll_every)
+        yield url
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.wait(timeout=stop_timeout)
+
+
 async def main(orders: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "state"
-        api_port = free_port()
-        env = {
-            **os.environ,
-            "DATA_DIR": str(data),
-            "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
-            "TEMPORAL_UI_PORT": str(free_port()),
-            "API_PORT": str(api_port),
-            "API_RATE_LIMITS": json.dumps(
-                {
-                    k: {"max_requests": 10000, "window_seconds": 1}
-                    for k in ("place_order", "get_positions")
-                }
-            ),
-        }
-        env.pop("DATABASE_URL", None)
-        began = time.perf_counter()
-        up = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "up"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        env = up_env(
+            data, free_port(), API_RATE_LIMITS=rate_limits(10000, "place_order", "get_positions")
         )
-        url = f"http://127.0.0.1:{api_port}"
-        try:
-            async with httpx.AsyncClient() as http:
-                while True:
-                    try:
-                        if (await http.get(f"{url}/ready")).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    assert up.poll() is None, "trading up exited"
-                    await asyncio.sleep(0.1)
+        began = time.perf_counter()
+        async with trading_up(env, poll_every=0.1, stop_timeout=60):
             ready = time.perf_counter() - began
             print(f"make up -> ready API: {ready:.1f} s (wheels installed, fresh data dir)")
             await asyncio.sleep(10)
@@ -116,9 +147,6 @@ async def main(orders: int) -> None:
             sampler.cancel()
             print(f"memory under {orders} concurrent orders: {peak:7.0f} MiB PSS (peak)")
             await client.aclose()
-        finally:
-            up.send_signal(signal.SIGINT)
-            up.wait(timeout=60)
 
 
 if __name__ == "__main__":

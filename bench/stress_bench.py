@@ -28,12 +28,9 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import random
-import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -44,13 +41,13 @@ from uuid import UUID
 
 import asyncpg
 import httpx
+from stack_bench import rate_limits, trading_up, up_env  # bench/, this script's folder
 
 from activities.store.postgres import free_port
 from api.client import AsyncTradingClient, TradingApiError
 from api.schemas import OrderPublic
 from domain.values import round_cents
 
-ROOT = Path(__file__).resolve().parents[1]
 SYMBOLS = ("AAPL", "MSFT", "GOOGL", "AMZN", "NVDA", "JPM", "INTC", "PFE")
 CAPITAL = Decimal("10000000.00")
 TERMINAL_EVENTS = {"fill", "canceled", "expired", "rejected"}
@@ -175,47 +172,21 @@ async def main(orders: int, concurrency: int, api_workers: int, seed: int) -> in
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "state"
-        api_port = free_port()
-        env = {
-            **os.environ,
-            "DATA_DIR": str(data),
-            "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
-            "TEMPORAL_UI_PORT": str(free_port()),
-            "API_PORT": str(api_port),
-            "API_WORKERS": str(api_workers),
-            "WORKER_METRICS_PORT": "0",
-            "API_MAX_CONNECTIONS_PER_CLIENT": str(4 * concurrency + 50),
-            "API_RATE_LIMITS": json.dumps(
-                {
-                    k: {"max_requests": 100000, "window_seconds": 1}
-                    for k in ("place_order", "get_positions", "cancel_order", "get_market_data")
-                }
+        env = up_env(
+            data,
+            free_port(),
+            API_WORKERS=str(api_workers),
+            WORKER_METRICS_PORT="0",
+            API_MAX_CONNECTIONS_PER_CLIENT=str(4 * concurrency + 50),
+            API_RATE_LIMITS=rate_limits(
+                100000, "place_order", "get_positions", "cancel_order", "get_market_data"
             ),
-        }
-        env.pop("DATABASE_URL", None)
-        up = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "up"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
         )
-        url = f"http://127.0.0.1:{api_port}"
-        try:
-            async with httpx.AsyncClient() as http:
-                while True:
-                    with contextlib.suppress(httpx.HTTPError):
-                        if (await http.get(f"{url}/ready")).status_code == 200:
-                            break
-                    assert up.poll() is None, "trading up exited"
-                    await asyncio.sleep(0.2)
+        async with trading_up(env, poll_every=0.2, stop_timeout=90):
             credentials = json.loads((data / "credentials.json").read_text())
             portfolio_id = UUID(credentials["portfolio_id"])
             await enlarge_portfolio(credentials["database_url"], portfolio_id)
             return await stress(data, orders, concurrency, api_workers, rng)
-        finally:
-            up.send_signal(signal.SIGINT)
-            up.wait(timeout=90)
 
 
 async def stress(

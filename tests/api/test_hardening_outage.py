@@ -37,6 +37,7 @@ from activities.store.migrations import migrate_up
 from activities.store.postgres import LocalPostgres, create_pool, free_port
 from api.signing import signed_headers
 from domain.portfolio import Portfolio, RiskLimits
+from tests.fixtures import pg_outage
 from tests.fixtures.postgres import start_throwaway_server, stop_throwaway_server
 from worker.devserver import DevServer, die_with_parent
 
@@ -53,21 +54,6 @@ LIMITS = RiskLimits(
 )
 
 
-def descendants(root: int) -> list[int]:
-    """`root` and every process below it (from /proc), parents first."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            ppid = int(stat.read_text().rpartition(")")[2].split()[1])
-            children.setdefault(ppid, []).append(int(stat.parent.name))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop(0)
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
-
-
 @dataclass
 class LiveApi:
     """A `trading api` process, its PostgreSQL and Temporal, a portfolio and a key."""
@@ -81,29 +67,16 @@ class LiveApi:
     pg_port: int
     paused: list[int]
 
-    def postmaster(self) -> int:
-        return int((self.pg.data_dir / "postmaster.pid").read_text().split()[0])
-
     def freeze_postgres(self) -> None:
-        postmaster = self.postmaster()
-        os.kill(postmaster, signal.SIGSTOP)  # first: it forks no backend meanwhile
-        self.paused.append(postmaster)
-        for _ in range(2):
-            for pid in descendants(postmaster):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGSTOP)
-                    self.paused.append(pid)
+        pg_outage.freeze(pg_outage.postmaster_pid(self.pg.data_dir), self.paused.append)
 
     def thaw_postgres(self) -> None:
-        for pid in reversed(self.paused):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
+        pg_outage.send(reversed(self.paused), signal.SIGCONT)
         self.paused.clear()
 
     def kill_postgres(self) -> None:
-        for pid in descendants(self.postmaster()):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        postmaster = pg_outage.postmaster_pid(self.pg.data_dir)
+        pg_outage.send(pg_outage.descendants(postmaster), signal.SIGKILL)
 
     async def restart_postgres(self) -> None:
         self.pg = LocalPostgres(self.pg.data_dir, port=self.pg_port, durable=False)

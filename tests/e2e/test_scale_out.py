@@ -69,6 +69,7 @@ from api.client import AsyncTradingClient, TradingApiError
 from bootstrap.settings import ApiSettings
 from bootstrap.temporal import connect
 from domain.values import round_cents
+from tests.fixtures import pg_outage
 from tests.fixtures.postgres import create_database, drop_database, random_database_name
 from worker.devserver import DevServer, die_with_parent
 from worker.stack import DEFAULT_CAPITAL, ensure_credentials, ensure_default_portfolio
@@ -105,21 +106,6 @@ PASSED_ENV = frozenset(
 
 
 # -- processes ----------------------------------------------------------------------------------
-
-
-def _descendants(root: int) -> list[int]:
-    """`root` and every process below it (from /proc), parents first."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            ppid = int(stat.read_text().rpartition(")")[2].split()[1])
-            children.setdefault(ppid, []).append(int(stat.parent.name))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop(0)
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
 
 
 def _signal_group(pid: int | None, sig: signal.Signals) -> None:
@@ -246,7 +232,7 @@ class ScaleOutStack:
 
     def postmaster_pid(self) -> int:
         assert self.pg is not None
-        return int((self.pg.data_dir / "postmaster.pid").read_text().split()[0])
+        return pg_outage.postmaster_pid(self.pg.data_dir)
 
     async def stop_postgres(self) -> None:
         """Fast shutdown with pg_ctl (every session is ended)."""
@@ -260,19 +246,10 @@ class ScaleOutStack:
         await asyncio.wait_for(self.pg.start(), timeout=60)
 
     def freeze_postgres(self) -> None:
-        postmaster = self.postmaster_pid()
-        os.kill(postmaster, signal.SIGSTOP)  # first, so it forks no new backend meanwhile
-        self.paused.add(postmaster)
-        for _ in range(2):
-            for pid in _descendants(postmaster):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGSTOP)
-                    self.paused.add(pid)
+        pg_outage.freeze(self.postmaster_pid(), self.paused.add)
 
     def thaw(self) -> None:
-        for pid in sorted(self.paused, reverse=True):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
+        pg_outage.send(sorted(self.paused, reverse=True), signal.SIGCONT)
         self.paused.clear()
 
     # Temporal --------------------------------------------------------------------------------
