@@ -7,6 +7,7 @@ provably never received it; an outage of any length only makes the order wait, v
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import timedelta
 from decimal import Decimal as D
@@ -166,6 +167,36 @@ async def test_a_cancel_signal_during_an_outage_waits_for_the_broker_instead_of_
         canceled = await stack.wait_for(decided.order_id, terminal(OrderStatus.CANCELED), 30)
         assert canceled.filled_quantity == 0
         assert (await stack.venue.get_order(str(decided.order_id))).status is (OrderStatus.CANCELED)
+        assert (await stack.portfolio_now()).reservations == {}
+        await books_equal_the_venue(stack, decided.order_id)
+
+
+async def test_a_cancel_update_during_an_outage_answers_once_the_broker_confirms(
+    own_temporal_env, db_pool
+):
+    """The API's DELETE path (the `cancel` update) while the broker is away: the update stays
+    open, the order pending_cancel with its reservation, until the broker confirms."""
+    link = BrokerLink()
+    async with running_stack(
+        own_temporal_env, db_pool, broker=link.broker, deliver=link.events, options=POLL_SOON
+    ) as stack:
+        stack.feed.set_quote("NVDA", "99.98", "100.00")
+        decided = await stack.place("NVDA", "5", order_type="limit", limit="90.00", tif="gtc")
+        await stack.wait_for(decided.order_id, terminal(OrderStatus.SUBMITTED))
+        handle = stack.handle(decided.order_id)
+
+        link.down = True
+        update = asyncio.create_task(
+            handle.execute_update(OrderWorkflow.cancel, CancelRequest("client DELETE"))
+        )
+        await skip(stack, timedelta(minutes=15))
+        assert not update.done()
+        assert (await stack.order(decided.order_id)).status is OrderStatus.PENDING_CANCEL
+        assert (await stack.portfolio_now()).reservations != {}
+
+        link.down = False
+        answered = await asyncio.wait_for(update, timeout=30)
+        assert answered.status is OrderStatus.CANCELED and answered.filled_quantity == 0
         assert (await stack.portfolio_now()).reservations == {}
         await books_equal_the_venue(stack, decided.order_id)
 
