@@ -44,7 +44,7 @@ import asyncpg
 from pydantic import TypeAdapter
 from temporalio import activity
 from temporalio.api.testservice.v1 import SleepRequest, UnlockTimeSkippingRequest
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.contrib.pydantic import (
     PydanticJSONPlainPayloadConverter,
@@ -118,7 +118,7 @@ DEFAULT_WIDTH = 24  # lanes side by side
 SKIP_RPC_TIMEOUT = timedelta(minutes=3)
 LEAKED_LOCK_SECONDS = 45.0  # a skip of a minute this slow ran in real time (usual: 1-8 s)
 # The venue matches and the relay polls (beside its NOTIFY wake-ups) this often, in real time.
-VENUE_TICK_MS = 50
+VENUE_TICK_MS = 100
 RELAY_INTERVAL_MS = 50
 
 
@@ -433,8 +433,8 @@ class Lane:
         self.index_of = {order_id: index for index, order_id in self.order_ids.items()}
         self.labels: dict[UUID, str] = {}
         self.options = OrderWorkflowOptions(
-            poll_interval_seconds=30,
-            max_poll_interval_seconds=60,
+            poll_interval_seconds=60,  # production's first poll; it doubles to two minutes
+            max_poll_interval_seconds=120,
             max_history_events=schedule.max_history_events,
         )
         self.calls: dict[str, asyncio.Task[Any]] = {}
@@ -492,17 +492,6 @@ class Lane:
                 self.used.add((kind, index))
                 return fault
         return None
-
-    def away_soon(self) -> bool:
-        """Whether the broker link or the database is down now or within three steps."""
-        soon = range(self.step, self.step + 4)
-        if self.step < self.cut_until:
-            return True
-        return any(
-            f.kind in ("broker_down", "db_down", "answer_lost")
-            and any(f.start <= step <= f.end for step in soon)
-            for f in self.schedule.faults
-        )
 
     def db_down(self) -> bool:
         return bool(self._active("db_down"))
@@ -687,26 +676,18 @@ class Lane:
             await self.calls[f"place #{plan.index}"]
         handle = self.stack.client.get_workflow_handle(workflow_id_for(self.order_ids[plan.index]))
         request = CancelRequest(f"fault campaign cancel by {via}")
-        if via == "update" and self.worker is not None:
-            # The time-skipping test server rejects the completion of a workflow task that
-            # replays an update its stopped worker had accepted ("invalid history builder
-            # state") and then holds its clock for good: lanes with restarts cancel by
-            # signal only.
-            self.effects["cancel by update sent as a signal (restart lane)"] += 1
-            via = "signal"
-        elif via == "update" and self.away_soon():
-            # The same defect, seen without restarts: a cancel update left waiting for
-            # minutes on a broker or database outage, then completing its workflow, was
-            # refused that way and every later minute of the campaign ran in real time.
-            # Cancels during outages are sent by signal (tests/workflows/test_broker_faults
-            # covers the cancel update during an outage on its own clock).
-            self.effects["cancel by update sent as a signal (outage near)"] += 1
-            via = "signal"
-        if via == "signal":
-            await handle.signal(OrderWorkflow.cancel_request, request)
-            return
-        with contextlib.suppress(WorkflowUpdateFailedError):  # refused: already closed
-            await handle.execute_update(OrderWorkflow.cancel, request)
+        if via == "update":
+            # Sent as a signal. The time-skipping test server refuses, now and then, the
+            # workflow task that completes a cancel update together with its workflow
+            # ("invalid history builder state for action") and then keeps that task's hold
+            # on its clock for good: every later minute of every lane ran in real time
+            # (67 s a step), in 2 of 6 campaigns of 200 schedules today. The same happens when a
+            # restarted worker replays an update its predecessor accepted. The cancel update
+            # is covered on clocks of their own: tests/workflows/test_order_workflow.py
+            # (a resting order, a cancel racing a fill) and test_broker_faults.py (during a
+            # broker outage); the API's DELETE uses it on the real dev server (tests/e2e).
+            self.effects["cancel by update sent as a signal (test-server defect)"] += 1
+        await handle.signal(OrderWorkflow.cancel_request, request)
 
     # -- checks --------------------------------------------------------------------------
 
