@@ -16,6 +16,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.calendar.sessions import MarketSessions
+from activities.parent_activities import sync_parent_row
 from activities.store import ledger
 from activities.store.ledger import MarketContext
 from activities.store.repositories import UnitOfWork, order_snapshot_from_row
@@ -25,12 +26,11 @@ from contracts.payloads import (
     OrderRequest,
     OrderSnapshot,
     PlaceLegsInput,
-    entry_client_order_id,
     leg_role,
 )
 from domain.commissions import CommissionModel
 from domain.errors import ValidationError
-from domain.orders import OrderClass, OrderSide, OrderStatus, TimeInForce
+from domain.orders import OrderSide, TimeInForce
 from domain.portfolio import Reservation
 
 ZERO = Decimal(0)
@@ -156,55 +156,14 @@ class BracketActivities:
         Idempotent: the sums are recomputed from the children each time, and a closed
         parent is returned unchanged.
         """
-        now = self.clock()
-        async with UnitOfWork(self.pool) as uow:
-            head = await uow.orders.get_row(input.parent_order_id)
-            portfolio = await uow.portfolios.get(
-                head["portfolio_id"],
-                for_update=True,
-                symbols=[],
-                reservations_for=[input.parent_order_id],
-            )
-            parent = await uow.orders.get(input.parent_order_id, for_update=True)
-            if parent.status.is_terminal:
-                return order_snapshot_from_row(await uow.orders.get_row(parent.id))
-            only_entry = parent.order_class is not OrderClass.OCO
-            sums = await uow.conn.fetchrow(
-                """
-                SELECT coalesce(sum(filled_quantity), 0) AS quantity,
-                       coalesce(sum(filled_notional), 0) AS notional
-                FROM orders
-                WHERE parent_order_id = $1 AND (NOT $2 OR client_order_id = $3)
-                """,
-                parent.id,
-                only_entry,
-                entry_client_order_id(parent.id),
-            )
-            assert sums is not None  # an aggregate always answers one row
-            filled = min(sums["quantity"], parent.quantity)
-            if filled == parent.filled_quantity and input.final is None:
-                return order_snapshot_from_row(head)
-            parent.filled_quantity = filled
-            parent.filled_notional = sums["notional"] if filled else ZERO
-            target = parent.status
-            if input.final is not None:
-                complete = filled == parent.quantity
-                target = OrderStatus.FILLED if complete else input.final
-            elif filled:
-                target = OrderStatus.PARTIALLY_FILLED
-            if target is not parent.status:
-                parent.transition_to(target, now)
-            parent.updated_at = now
-            if target is OrderStatus.FILLED:
-                parent.filled_at = now
-            if input.final is not None and input.reason and target is not OrderStatus.FILLED:
-                parent.reject_reason = input.reason
-            if target.is_terminal:
-                portfolio.release(parent.id)
-            snapshot = await uow.orders.save(parent)
-            await uow.portfolios.sync_reservation(portfolio, parent.id)
-            await uow.commit()
-            return snapshot
+        return await sync_parent_row(
+            self.pool,
+            self.clock(),
+            input.parent_order_id,
+            input.final,
+            input.reason,
+            skip_unchanged=True,
+        )
 
     def all(self) -> list[Callable[..., object]]:
         return [self.place_legs, self.bracket_children, self.sync_bracket]

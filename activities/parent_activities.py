@@ -9,6 +9,7 @@ import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
+from uuid import UUID
 
 import asyncpg
 from temporalio import activity
@@ -24,12 +25,13 @@ from contracts.payloads import (
     ParentProgressInput,
     PlaceChildInput,
     VolumeProfileInput,
+    entry_client_order_id,
 )
 from contracts.ports import MarketData
 from domain.commissions import CommissionModel
 from domain.errors import ValidationError
 from domain.market import SymbolNotFoundError, Timeframe
-from domain.orders import OrderSide, OrderStatus, TimeInForce
+from domain.orders import OrderClass, OrderSide, OrderStatus, TimeInForce
 from domain.values import round_cents
 
 ZERO = Decimal(0)
@@ -127,48 +129,9 @@ class ParentActivities:
         Idempotent: the sums are recomputed from the children each time, and a closed
         parent is returned unchanged.
         """
-        now = self.clock()
-        async with UnitOfWork(self.pool) as uow:
-            head = await uow.orders.get_row(input.parent_order_id)
-            portfolio = await uow.portfolios.get(
-                head["portfolio_id"],
-                for_update=True,
-                symbols=[],
-                reservations_for=[input.parent_order_id],
-            )
-            parent = await uow.orders.get(input.parent_order_id, for_update=True)
-            if parent.status.is_terminal:
-                return order_snapshot_from_row(await uow.orders.get_row(parent.id))
-            sums = await uow.conn.fetchrow(
-                """
-                SELECT coalesce(sum(filled_quantity), 0) AS quantity,
-                       coalesce(sum(filled_notional), 0) AS notional
-                FROM orders WHERE parent_order_id = $1
-                """,
-                parent.id,
-            )
-            assert sums is not None  # an aggregate always answers one row
-            parent.filled_quantity = min(sums["quantity"], parent.quantity)
-            parent.filled_notional = sums["notional"] if parent.filled_quantity else ZERO
-            target = parent.status
-            if input.final is not None:
-                complete = parent.filled_quantity == parent.quantity
-                target = OrderStatus.FILLED if complete else input.final
-            elif parent.filled_quantity:
-                target = OrderStatus.PARTIALLY_FILLED
-            if target is not parent.status:
-                parent.transition_to(target, now)
-            parent.updated_at = now
-            if target is OrderStatus.FILLED:
-                parent.filled_at = now
-            if input.final is not None and input.reason and target is not OrderStatus.FILLED:
-                parent.reject_reason = input.reason
-            if target.is_terminal:
-                portfolio.release(parent.id)
-            snapshot = await uow.orders.save(parent)
-            await uow.portfolios.sync_reservation(portfolio, parent.id)
-            await uow.commit()
-            return snapshot
+        return await sync_parent_row(
+            self.pool, self.clock(), input.parent_order_id, input.final, input.reason
+        )
 
     @activity.defn(name=ActivityName.VOLUME_PROFILE)
     async def volume_profile(self, input: VolumeProfileInput) -> list[Decimal]:
@@ -192,6 +155,71 @@ class ParentActivities:
 
     def all(self) -> list[Callable[..., object]]:
         return [self.place_child_order, self.sync_parent_order, self.volume_profile]
+
+
+async def sync_parent_row(
+    pool: asyncpg.Pool,
+    now: datetime,
+    parent_order_id: UUID,
+    final: OrderStatus | None,
+    reason: str | None,
+    *,
+    skip_unchanged: bool = False,
+) -> OrderSnapshot:
+    """The parent's row from its children's summed fills (a bracket's or an OTO's from its
+    entry alone: its legs close the position; every child's otherwise: a TWAP's or VWAP's
+    slices, an OCO's legs, of which at most one fills per share): quantity (at most the
+    parent's), exact notional,
+    partially_filled once something filled; with `final`, closed (filled when every share
+    filled, else `final`, with `reason`) and what it still reserves released. A closed
+    parent is returned unchanged; with `skip_unchanged`, so is one whose filled quantity
+    did not move (and no `final`). Shared by TWAP/VWAP parents and brackets/OCO/OTO."""
+    async with UnitOfWork(pool) as uow:
+        head = await uow.orders.get_row(parent_order_id)
+        portfolio = await uow.portfolios.get(
+            head["portfolio_id"],
+            for_update=True,
+            symbols=[],
+            reservations_for=[parent_order_id],
+        )
+        parent = await uow.orders.get(parent_order_id, for_update=True)
+        if parent.status.is_terminal:
+            return order_snapshot_from_row(await uow.orders.get_row(parent.id))
+        entry_only = parent.order_class in (OrderClass.BRACKET, OrderClass.OTO)
+        sums = await uow.conn.fetchrow(
+            """
+            SELECT coalesce(sum(filled_quantity), 0) AS quantity,
+                   coalesce(sum(filled_notional), 0) AS notional
+            FROM orders
+            WHERE parent_order_id = $1 AND ($2::text IS NULL OR client_order_id = $2)
+            """,
+            parent.id,
+            entry_client_order_id(parent.id) if entry_only else None,
+        )
+        assert sums is not None  # an aggregate always answers one row
+        filled = min(sums["quantity"], parent.quantity)
+        if skip_unchanged and filled == parent.filled_quantity and final is None:
+            return order_snapshot_from_row(head)
+        parent.filled_quantity = filled
+        parent.filled_notional = sums["notional"] if filled else ZERO
+        target = parent.status
+        if final is not None:
+            target = OrderStatus.FILLED if filled == parent.quantity else final
+        elif filled:
+            target = OrderStatus.PARTIALLY_FILLED
+        if target is not parent.status:
+            parent.transition_to(target, now)
+        parent.updated_at = now
+        if target is OrderStatus.FILLED:
+            parent.filled_at = now
+        if final is not None and reason and target is not OrderStatus.FILLED:
+            parent.reject_reason = reason
+        if target.is_terminal:
+            portfolio.release(parent.id)
+        snapshot = await uow.orders.save(parent)
+        await uow.portfolios.sync_reservation(portfolio, parent.id)
+        await uow.commit()
+        return snapshot
 
 
 def _profile_bars(slices: int) -> tuple[Timeframe, int]:
