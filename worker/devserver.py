@@ -24,9 +24,18 @@ log = logging.getLogger(__name__)
 # The history service reads its transfer queue at most this many times a second per shard
 # (default 20, and the dev server has one shard): every workflow task waited for the next
 # 50 ms slot. SQLite in WAL mode with synchronous=normal stops an fsync on every commit.
+# One partition per task queue (default 4): partitions spread a queue over the matching
+# hosts of a cluster, and the dev server has one. With four, a worker that falls behind
+# (50 clients placing orders) takes freshly added tasks first, while a task that went to
+# another partition's backlog waits for a poller to land there: first workflow tasks waited
+# 5 to 20 s while most took 0.2 s. One partition serves them in order (bench/api_bench.py).
 TUNING = (
     "--dynamic-config-value",
     "history.transferProcessorMaxPollRPS=100",
+    "--dynamic-config-value",
+    "matching.numTaskqueueReadPartitions=1",
+    "--dynamic-config-value",
+    "matching.numTaskqueueWritePartitions=1",
     "--sqlite-pragma",
     "journal_mode=wal",
     "--sqlite-pragma",
