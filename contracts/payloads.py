@@ -218,6 +218,11 @@ class OrderWorkflowOptions:
     max_poll_interval_seconds: int = 900
     max_history_events: int = 2000
     expiry_grace_seconds: int = 5
+    # Run the short store steps as local activities (workflows/order.py, LOCAL_STEPS). A
+    # worker without a workflow cache (max_cached_workflows=0, some tests) must not: it
+    # evicts a run whose local activity is in flight and loses that workflow task until
+    # the task times out.
+    local_store_steps: bool = True
 
 
 @dataclass

@@ -55,6 +55,9 @@ SEARCH_ATTRIBUTES = (ORDER_STATUS, SYMBOL, PORTFOLIO_ID, BROKER_STATUS)
 OUTAGES_WAIT = "broker-outages-wait"  # an outage waits instead of compensating
 EXPIRY_CANCEL_PENDING = "expiry-waits-for-pending-cancel"  # one DELETE at the close, then reads
 LATE_SUBMIT_CHECK = "compensation-checks-late-submit"  # a refused submit may have landed
+# Quote, accept, status and reachability run as local activities (see `_local`). A new id:
+# "local-store-steps" named an earlier version that was withdrawn before it shipped.
+LOCAL_STEPS = "local-store-steps-v2"
 # After the broker was unreachable, wait this long before asking whether it has the order:
 # every submit attempt ends within its start-to-close timeout (and the broker client's own
 # timeout is shorter), so no attempt still in flight can land after the answer.
@@ -88,11 +91,29 @@ class OrderWorkflow:
         self._idle_polls = 0  # polls in a row that found nothing new
         self._marked_unreachable = False  # the order row says the broker is unreachable
         self._placed_by: str | None = None  # the placing request answered first
+        # The short store steps run as local activities (patch LOCAL_STEPS): quote, accept,
+        # record_status and record_broker_reachability. Each is safe there because it is
+        # idempotent (the docstrings in activities/order_activities.py say how): a local
+        # activity has no lease of its own, so a worker that dies mid-step makes the next
+        # worker run it again, and its retries wait on durable timers between workflow
+        # tasks (workflows/policies.call). Broker calls stay regular activities: they need
+        # their own retry windows, rate limits and worker routing, and a broker that hangs
+        # must not hold a workflow task open. apply_fill stays regular too: a fill is booked
+        # once per execution id either way, and the fill path was not the decision latency
+        # this change is for.
+        self._local = False
 
     # -- the saga ---------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, input: OrderWorkflowInput) -> OrderSnapshot:
+        # Decided once, before the first command: an order started under older code replays
+        # its regular activities to the end; a new one (and each of its continued runs) runs
+        # its short store steps as local activities, so the risk decision is made, and the
+        # placing update answered, in the very first workflow task (a rejection also closes
+        # the workflow in that task). A worker without a workflow cache opts out with
+        # options.local_store_steps (see OrderWorkflowOptions).
+        self._local = workflow.patched(LOCAL_STEPS) and input.options.local_store_steps
         if input.resume is not None:
             self._resume(input.resume)
         else:
@@ -117,14 +138,16 @@ class OrderWorkflow:
         request = input.request
         accept = AcceptInput(request=request)
         try:
-            quote: Quote = await call(OrderActivities.get_quote, request.symbol, QUOTE)
+            quote: Quote = await call(
+                OrderActivities.get_quote, request.symbol, QUOTE, local=self._local
+            )
             accept.bid, accept.ask = quote.bid, quote.ask
         except ActivityError as err:
             if _error_type(err) != ErrorType.SYMBOL_NOT_FOUND:
                 raise
             accept.rejection_code = "SYMBOL_NOT_FOUND"
             accept.rejection_reason = f"unknown symbol {request.symbol}"
-        order = await call(OrderActivities.accept_order, accept, STORE)
+        order = await call(OrderActivities.accept_order, accept, STORE, local=self._local)
         self._set_order(order)
         self._decided = True
         return order
@@ -444,7 +467,7 @@ class OrderWorkflow:
             reason=reason,
             code=code,
         )
-        snapshot = await call(OrderActivities.record_status, change, STORE)
+        snapshot = await call(OrderActivities.record_status, change, STORE, local=self._local)
         self._set_order(snapshot)
 
     async def _cancel_at_broker(self) -> BrokerOrderState:
@@ -508,6 +531,7 @@ class OrderWorkflow:
             OrderActivities.record_broker_reachability,
             BrokerReachability(self._current.order_id, since, why),
             STORE,
+            local=self._local,
         )
 
     def _resume(self, state: ResumeState) -> None:

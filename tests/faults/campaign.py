@@ -432,10 +432,14 @@ class Lane:
         }
         self.index_of = {order_id: index for index, order_id in self.order_ids.items()}
         self.labels: dict[UUID, str] = {}
+        restarts = bool(schedule.faults_of("worker_restart"))
         self.options = OrderWorkflowOptions(
             poll_interval_seconds=60,  # production's first poll; it doubles to two minutes
             max_poll_interval_seconds=120,
             max_history_events=schedule.max_history_events,
+            # A lane with restarts runs a worker without a workflow cache (RunningWorker),
+            # which local activities need: its orders run every step as a regular activity.
+            local_store_steps=not restarts,
         )
         self.calls: dict[str, asyncio.Task[Any]] = {}
         self.held: list[tuple[int, str, BrokerEvent]] = []  # (due step, workflow id, event)

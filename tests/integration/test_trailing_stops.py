@@ -215,7 +215,10 @@ class World:
         )
         start = WithStartWorkflowOperation(
             OrderWorkflow.run,
-            OrderWorkflowInput(request, OrderWorkflowOptions(poll_interval_seconds=30)),
+            # No workflow cache on these workers (see below): no local activities.
+            OrderWorkflowInput(
+                request, OrderWorkflowOptions(poll_interval_seconds=30, local_store_steps=False)
+            ),
             id=workflow_id_for(order_id),
             task_queue=self.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,

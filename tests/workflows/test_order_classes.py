@@ -125,7 +125,13 @@ class World:
         )
         start = WithStartWorkflowOperation(
             ParentOrderWorkflow.run,
-            ParentWorkflowInput(request, plan, OrderWorkflowOptions(poll_interval_seconds=30)),
+            ParentWorkflowInput(
+                request,
+                plan,
+                # The workers here keep no workflow cache (see `worker`), which local
+                # activities need: the children run their store steps as regular ones.
+                OrderWorkflowOptions(poll_interval_seconds=30, local_store_steps=False),
+            ),
             id=workflow_id_for(order_id),
             task_queue=self.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,

@@ -12,11 +12,13 @@ import pytest
 from worker.cli import main
 from worker.replay import workflow_classes
 
-HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+_HERE = Path(__file__).parent / "histories"
+HISTORIES = sorted(_HERE.glob("*.json")) + sorted((_HERE / "regular-activities").glob("*.json"))
+# From before local activities: its first scheduled activity is the quote.
 MARKET = (
-    Path(__file__).parent
-    / "histories"
-    / ("test_market_order_fills_at_the_ask_and_updates_position_and_cash-0.json")
+    _HERE
+    / "regular-activities"
+    / "test_market_order_fills_at_the_ask_and_updates_position_and_cash-0.json"
 )
 
 
@@ -26,7 +28,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return status, out, err
 
 
-@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+@pytest.mark.parametrize("path", HISTORIES, ids=[f"{p.parent.name}/{p.stem}" for p in HISTORIES])
 def test_every_recorded_history_replays_ok(path: Path, capsys: pytest.CaptureFixture[str]):
     status, out, err = run(capsys, str(path))
     assert (status, err) == (0, "")
