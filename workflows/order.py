@@ -55,7 +55,7 @@ SEARCH_ATTRIBUTES = (ORDER_STATUS, SYMBOL, PORTFOLIO_ID, BROKER_STATUS)
 OUTAGES_WAIT = "broker-outages-wait"  # an outage waits instead of compensating
 EXPIRY_CANCEL_PENDING = "expiry-waits-for-pending-cancel"  # one DELETE at the close, then reads
 LATE_SUBMIT_CHECK = "compensation-checks-late-submit"  # a refused submit may have landed
-# Quote, accept, status and reachability run as local activities (see `_local`). A new id:
+# Quote, accept, status, reachability, fills run as local activities (see `_local`). New id:
 # "local-store-steps" named an earlier version that was withdrawn before it shipped.
 LOCAL_STEPS = "local-store-steps-v2"
 # After the broker was unreachable, wait this long before asking whether it has the order:
@@ -92,15 +92,15 @@ class OrderWorkflow:
         self._marked_unreachable = False  # the order row says the broker is unreachable
         self._placed_by: str | None = None  # the placing request answered first
         # The short store steps run as local activities (patch LOCAL_STEPS): quote, accept,
-        # record_status and record_broker_reachability. Each is safe there because it is
-        # idempotent (the docstrings in activities/order_activities.py say how): a local
-        # activity has no lease of its own, so a worker that dies mid-step makes the next
-        # worker run it again, and its retries wait on durable timers between workflow
-        # tasks (workflows/policies.call). Broker calls stay regular activities: they need
+        # record_status, record_broker_reachability and apply_fill. Each is safe there
+        # because it is idempotent (the docstrings in activities/order_activities.py say
+        # how; a fill is booked once per execution id): a local activity has no lease of
+        # its own, so a worker that dies mid-step makes the next worker run it again, and
+        # its retries wait on durable timers between workflow tasks (workflows/policies.
+        # call). Fill signals that arrive while one runs are buffered by the server and
+        # delivered with the next task. Broker calls stay regular activities: they need
         # their own retry windows, rate limits and worker routing, and a broker that hangs
-        # must not hold a workflow task open. apply_fill stays regular too: a fill is booked
-        # once per execution id either way, and the fill path was not the decision latency
-        # this change is for.
+        # must not hold a workflow task open.
         self._local = False
 
     # -- the saga ---------------------------------------------------------------------------
@@ -272,7 +272,7 @@ class OrderWorkflow:
             if event.execution_id is None or event.execution_id in self._applied:
                 return
             fill = ApplyFillInput(order_id=order.order_id, fill=event)
-            snapshot = await call(OrderActivities.apply_fill, fill, STORE)
+            snapshot = await call(OrderActivities.apply_fill, fill, STORE, local=self._local)
             self._applied.add(event.execution_id)
             self._set_order(snapshot)
         elif event.event.is_terminal and not order.is_terminal:

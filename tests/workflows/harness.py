@@ -319,7 +319,10 @@ async def record_histories(stack: Stack) -> None:
     (run the suite with RECORD_HISTORIES=1 after a deliberate workflow change)."""
     test = os.environ.get("PYTEST_CURRENT_TEST", "test").split("::")[-1].split(" ")[0]
     HISTORIES.mkdir(exist_ok=True)
+    deadline = time.monotonic() + SETTLE_SECONDS
     for n, handle in enumerate(list(stack.handles.values())[:3]):
+        while time.monotonic() < deadline and not await _between_tasks(handle):
+            await asyncio.sleep(0.02)  # its last task may still be running
         description = await handle.describe()
         if description.close_time is None:
             continue
