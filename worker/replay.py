@@ -90,13 +90,14 @@ def _type_name(history: WorkflowHistory) -> str:
 
 
 def _replayer() -> Replayer:
-    from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.runtime import Runtime, TelemetryConfig
     from temporalio.worker import Replayer
 
+    from bootstrap.converter import DATA_CONVERTER
+
     return Replayer(
         workflows=workflow_classes(),
-        data_converter=pydantic_data_converter,
+        data_converter=DATA_CONVERTER,
         # The core SDK would log the failed workflow task on stderr; the outcome says it.
         runtime=Runtime(telemetry=TelemetryConfig(logging=None, metrics=None)),
     )

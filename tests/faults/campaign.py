@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import logging
 import os
 import pickle
@@ -41,16 +40,10 @@ from typing import Any, cast
 from uuid import UUID, uuid4
 
 import asyncpg
-from pydantic import TypeAdapter
 from temporalio import activity
 from temporalio.api.testservice.v1 import SleepRequest, UnlockTimeSkippingRequest
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.contrib.pydantic import (
-    PydanticJSONPlainPayloadConverter,
-    PydanticPayloadConverter,
-)
-from temporalio.converter import DataConverter
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
@@ -64,6 +57,7 @@ from activities.store.postgres import create_pool
 from activities.store.repositories import UnitOfWork
 from activities.venue.exchange import PaperVenue
 from activities.venue.outbox import OutboxRelay, temporal_deliver
+from bootstrap.converter import DATA_CONVERTER
 from bootstrap.heartbeat import HeartbeatInterceptor
 from bootstrap.temporal import register_search_attributes, time_skipping_server_path
 from contracts.payloads import (
@@ -1002,32 +996,13 @@ async def _diagnose_slow_skip(stack: CampaignStack, lanes: list[Lane], step: int
                     )
 
 
-# One TypeAdapter per type for the whole process. The pydantic converter caches its adapters
-# per converter instance, and the worker makes a converter instance per workflow instance,
-# so every new workflow (and, without a sticky cache, every workflow task) rebuilt the
-# schemas of OrderWorkflowInput, BrokerEvent, OrderSnapshot...: a third of the campaign's
-# CPU. The payloads are converted exactly as pydantic_data_converter converts them.
-_TYPE_ADAPTERS = functools.lru_cache(maxsize=None)(TypeAdapter)
-
-
-class _SharedAdapterConverter(PydanticPayloadConverter):
-    def __init__(self) -> None:
-        super().__init__()
-        for converter in self.converters.values():
-            if isinstance(converter, PydanticJSONPlainPayloadConverter):
-                converter._type_adapter = _TYPE_ADAPTERS
-
-
-CAMPAIGN_DATA_CONVERTER = DataConverter(payload_converter_class=_SharedAdapterConverter)
-
-
 @contextlib.asynccontextmanager
 async def campaign_environment() -> AsyncIterator[WorkflowEnvironment]:
     """A time-skipping Temporal server of the campaign's own (the session's shared one can
     have its clock locked by earlier tests), with the order search attributes."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(time_skipping_server_path()),
-        data_converter=CAMPAIGN_DATA_CONVERTER,
+        data_converter=DATA_CONVERTER,
     )
     await register_search_attributes(env.client)
     try:

@@ -15,13 +15,13 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from temporalio import activity, workflow
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities import metrics
 from activities.store import ledger
 from activities.store.ledger import MarketContext
+from bootstrap.converter import DATA_CONVERTER
 from bootstrap.temporal import time_skipping_server_path
 from contracts.payloads import OrderRequest, RecordStatusInput, order_id_for
 from domain.orders import Fill, OrderSide, OrderStatus
@@ -233,7 +233,7 @@ async def test_one_endpoint_serves_business_store_process_and_temporal_sdk_metri
     runtime = sdk_runtime(sdk_port)
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(time_skipping_server_path()),
-        data_converter=pydantic_data_converter,
+        data_converter=DATA_CONVERTER,
         runtime=runtime,
     )
     registry = worker_registry(

@@ -13,13 +13,13 @@ from decimal import Decimal as D
 
 import pytest
 from temporalio.client import WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, Worker
 
 from activities.calendar.sessions import MarketSessions
 from activities.operations_activities import OperationsActivities
 from activities.store.queries import list_snapshots
 from bootstrap.control import set_trading_state
+from bootstrap.converter import DATA_CONVERTER
 from contracts.payloads import (
     CancelRequest,
     DiscrepancyKind,
@@ -61,7 +61,7 @@ async def operations(stack: Stack, sessions: MarketSessions | None = None) -> As
 
 async def replays(handle: WorkflowHandle) -> None:
     history = await handle.fetch_history()
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=DATA_CONVERTER)
     await replayer.replay_workflow(history, raise_on_replay_failure=True)
 
 

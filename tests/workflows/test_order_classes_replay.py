@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from bootstrap.converter import DATA_CONVERTER
 from workflows.bracket import BracketWorkflow
 from workflows.order import OrderWorkflow
 from workflows.parent import ParentOrderWorkflow
@@ -28,7 +28,7 @@ async def test_recorded_parent_history_replays_without_nondeterminism(path: Path
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     replayer = Replayer(
         workflows=[ParentOrderWorkflow, ProtectionWorkflow, BracketWorkflow, OrderWorkflow],
-        data_converter=pydantic_data_converter,
+        data_converter=DATA_CONVERTER,
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
     assert result.replay_failure is None

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from bootstrap.converter import DATA_CONVERTER
 from workflows.order import OrderWorkflow
 
 _HERE = Path(__file__).parent / "histories"
@@ -47,6 +47,6 @@ def test_each_generation_of_histories_takes_its_own_path():
 @pytest.mark.parametrize("path", HISTORIES, ids=[f"{p.parent.name}/{p.stem}" for p in HISTORIES])
 async def test_recorded_history_replays_without_nondeterminism(path: Path):
     history = WorkflowHistory.from_json(path.stem, path.read_text())
-    replayer = Replayer(workflows=[OrderWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=[OrderWorkflow], data_converter=DATA_CONVERTER)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
     assert result.replay_failure is None
