@@ -16,8 +16,9 @@ requests each, all clients at once, one route at a time:
     GET  /api/v1/market-data/quote/AAPL
 
 Floors, with the same concurrency from this process: a bare Temporal `start_workflow` of a
-trivial workflow (for POST), and a single indexed SELECT (a portfolio by primary key) over
-a pool of the API's size on the same database (for the reads). The clients run in this
+trivial workflow (for POST), and for the reads GET /health (the API's cheapest route, same
+signing client, no database) and a single indexed SELECT (a portfolio by primary key) over
+a pool of the API's size on the same database. The clients run in this
 process and share the machine's cores with everything else.
 """
 
@@ -281,6 +282,7 @@ async def measure(
     start_floor = "start_workflow (trivial wf)"
     update_floor = "update-with-start (trivial)"
     select_floor = "SELECT portfolio by id"
+    health_floor = "GET /health"
     selects = [select(p) for p in portfolios]
     async with Worker(
         temporal,
@@ -304,6 +306,7 @@ async def measure(
         await quiet()
         reads = [
             await closed_loop(select_floor, selects, n),
+            await closed_loop(health_floor, each(lambda c: c.health), n),
             await closed_loop("GET /api/v1/portfolio", each(lambda c: c.get_portfolio), n),
             await closed_loop("GET /api/v1/positions", each(lambda c: c.get_positions), n),
             await closed_loop(
@@ -319,7 +322,11 @@ async def measure(
     print(header)
     print("-" * len(header))
     for result in posts + reads:
-        floor = result.label in (start_floor, update_floor) or result.label.startswith(select_floor)
+        floor = result.label in (
+            start_floor,
+            update_floor,
+            health_floor,
+        ) or result.label.startswith(select_floor)
         label = f"  floor: {result.label}" if floor else result.label
         print(f"{label:<36} {result.cells()}")
 
