@@ -3,8 +3,10 @@ FROM python:3.12-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY domain domain
+COPY contracts contracts
 COPY activities activities
 COPY workflows workflows
+COPY bootstrap bootstrap
 COPY worker worker
 COPY api api
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
