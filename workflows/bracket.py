@@ -32,7 +32,6 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 from workflows.order import OrderWorkflow
-from workflows.policies import QUICK, QUOTE, STORE, call
 
 with workflow.unsafe.imports_passed_through():
     from activities.bracket_activities import BracketActivities
@@ -59,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.market import Quote
     from domain.orders import OrderClass, OrderSide, OrderStatus, OrderType
+    from workflows.policies import QUICK, QUOTE, STORE, call
 
 CONTINUE_AS_NEW_AFTER = 500
 

@@ -13,7 +13,6 @@ from temporalio.common import SearchAttributeKey
 from temporalio.exceptions import ActivityError, FailureError
 
 from workflows.order import OrderWorkflow
-from workflows.policies import BROKER_SWEEP, QUICK, STORE, call
 
 with workflow.unsafe.imports_passed_through():
     from activities.operations_activities import OperationsActivities
@@ -36,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         workflow_id_for,
     )
     from domain.portfolio import TradingState
+    from workflows.policies import BROKER_SWEEP, QUICK, STORE, call
 
 # Set by the scheduler on every run it starts: the instant the run was due. A backfilled or
 # caught-up run starts later than that, and must still be about the instant it was due.

@@ -23,8 +23,6 @@ from temporalio import workflow
 from temporalio.common import SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from workflows.policies import BROKER_QUERY, QUOTE, STORE, SUBMIT, CallPolicy, call
-
 with workflow.unsafe.imports_passed_through():
     from activities.order_activities import OrderActivities
     from contracts.names import ErrorType
@@ -44,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.market import Quote  # passed through: activity results decode into it
     from domain.orders import OrderStatus
+    from workflows.policies import BROKER_QUERY, QUOTE, STORE, SUBMIT, CallPolicy, call
 
 ORDER_STATUS = SearchAttributeKey.for_keyword("OrderStatus")
 SYMBOL = SearchAttributeKey.for_keyword("Symbol")

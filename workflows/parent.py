@@ -33,7 +33,6 @@ from temporalio.exceptions import (
 )
 
 from workflows.order import OrderWorkflow
-from workflows.policies import QUICK, QUOTE, STORE, call
 
 with workflow.unsafe.imports_passed_through():
     from activities.order_activities import OrderActivities
@@ -56,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.market import Quote
     from domain.orders import OrderClass, OrderStatus, split_quantity
+    from workflows.policies import QUICK, QUOTE, STORE, call
 
 
 @workflow.defn(name="ParentOrderWorkflow")

@@ -3,6 +3,11 @@
 Workflows call activities by method reference (`call(OrderActivities.accept_order, ...)`),
 so go-to-definition leads to the activity; the name Temporal records is the one the
 activity registers under (contracts.names.ActivityName).
+
+The workflows import this module passed through their sandbox, as Temporal advises for
+deterministic helpers in files of their own: it holds constants and one function that only
+asks the running workflow to schedule a call, so there is nothing to isolate, and it is not
+re-executed for every workflow run.
 """
 
 from __future__ import annotations

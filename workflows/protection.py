@@ -18,7 +18,6 @@ from temporalio import workflow
 from temporalio.exceptions import ChildWorkflowError
 
 from workflows.order import OrderWorkflow
-from workflows.policies import QUICK, STORE, call
 
 with workflow.unsafe.imports_passed_through():
     from activities.protection_activities import ProtectionActivities
@@ -32,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         workflow_id_for,
     )
     from domain.orders import OrderType, TimeInForce
+    from workflows.policies import QUICK, STORE, call
 
 CHECKS_PER_RUN = 500
 

@@ -24,7 +24,6 @@ from temporalio import workflow
 from temporalio.exceptions import ChildWorkflowError
 
 from workflows.order import OrderWorkflow
-from workflows.policies import QUICK, STORE, call
 
 with workflow.unsafe.imports_passed_through():
     from activities.strategy_activities import StrategyActivities
@@ -52,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.orders import OrderSide, OrderStatus, OrderType, TimeInForce
     from domain.strategies import Exposure, Strategy, StrategyState, Target, closing_order
     from domain.strategies.registry import build
+    from workflows.policies import QUICK, STORE, call
 
 REPLAY_CHUNK = 2000  # bars per replay_bars call (keeps each payload well under the limits)
 CLIENT_ORDER_IDS = uuid5(NAMESPACE_URL, "trading:strategy-orders")
