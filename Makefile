@@ -16,8 +16,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Two test processes, a test file at a time on each: most tests wait on servers, timers and
+# subprocesses, so a second process uses the time the first one waits. The fault campaign
+# runs after them, alone: it keeps every core busy by itself (tests/faults/shard.py).
+TEST_PROCESSES ?= 2
+
 test: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile --ignore=tests/faults
+	$(BIN)/pytest tests/faults
 
 test-unit: install
 	$(BIN)/pytest tests/unit
