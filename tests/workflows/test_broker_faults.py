@@ -17,7 +17,13 @@ from temporalio.client import WorkflowExecutionStatus
 
 from activities.store.queries import find_stuck_orders
 from activities.venue.outbox import temporal_deliver
-from contracts.payloads import BrokerEvent, BrokerEventType, CancelRequest, OrderWorkflowOptions
+from contracts.payloads import (
+    BrokerEvent,
+    BrokerEventType,
+    CancelRequest,
+    OrderSnapshot,
+    OrderWorkflowOptions,
+)
 from domain.orders import OrderStatus
 from workflows.order import BROKER_STATUS, OrderWorkflow
 
@@ -106,6 +112,17 @@ async def books_equal_the_venue(stack: Stack, order_id) -> None:
     assert portfolio.ledger_imbalance() == 0 and portfolio.cash >= 0
 
 
+async def resting_order(
+    stack: Stack, symbol: str, quote: tuple[str, str], quantity: str, limit: str
+) -> OrderSnapshot:
+    """A GTC limit buy below the market `quote` (bid, ask), resting at the venue."""
+    bid, ask = quote
+    stack.feed.set_quote(symbol, bid, ask)
+    decided = await stack.place(symbol, quantity, order_type="limit", limit=limit, tif="gtc")
+    await stack.wait_for(decided.order_id, terminal(OrderStatus.SUBMITTED))
+    return decided
+
+
 async def test_a_twenty_minute_outage_leaves_a_resting_order_open_and_its_fill_is_booked(
     own_temporal_env, db_pool
 ):
@@ -113,9 +130,7 @@ async def test_a_twenty_minute_outage_leaves_a_resting_order_open_and_its_fill_i
     async with running_stack(
         own_temporal_env, db_pool, broker=link.broker, deliver=link.events, options=POLL_SOON
     ) as stack:
-        stack.feed.set_quote("AAPL", "199.98", "200.00")
-        decided = await stack.place("AAPL", "10", order_type="limit", limit="190.00", tif="gtc")
-        await stack.wait_for(decided.order_id, terminal(OrderStatus.SUBMITTED))
+        decided = await resting_order(stack, "AAPL", ("199.98", "200.00"), "10", limit="190.00")
 
         link.down = True
         await skip(stack, timedelta(minutes=20))
@@ -148,9 +163,7 @@ async def test_a_cancel_signal_during_an_outage_waits_for_the_broker_instead_of_
     async with running_stack(
         own_temporal_env, db_pool, broker=link.broker, deliver=link.events, options=POLL_SOON
     ) as stack:
-        stack.feed.set_quote("MSFT", "399.98", "400.00")
-        decided = await stack.place("MSFT", "5", order_type="limit", limit="380.00", tif="gtc")
-        await stack.wait_for(decided.order_id, terminal(OrderStatus.SUBMITTED))
+        decided = await resting_order(stack, "MSFT", ("399.98", "400.00"), "5", limit="380.00")
         handle = stack.handle(decided.order_id)
 
         link.down = True
@@ -180,9 +193,7 @@ async def test_a_cancel_update_during_an_outage_answers_once_the_broker_confirms
     async with running_stack(
         own_temporal_env, db_pool, broker=link.broker, deliver=link.events, options=POLL_SOON
     ) as stack:
-        stack.feed.set_quote("NVDA", "99.98", "100.00")
-        decided = await stack.place("NVDA", "5", order_type="limit", limit="90.00", tif="gtc")
-        await stack.wait_for(decided.order_id, terminal(OrderStatus.SUBMITTED))
+        decided = await resting_order(stack, "NVDA", ("99.98", "100.00"), "5", limit="90.00")
         handle = stack.handle(decided.order_id)
 
         link.down = True
