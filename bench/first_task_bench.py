@@ -24,6 +24,7 @@ import time
 import uuid
 from pathlib import Path
 
+from api_bench import percentile  # bench/, this script's folder
 from temporalio import workflow
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
@@ -54,8 +55,7 @@ class FirstTask:
 
 def summary(label: str, ms: list[float], elapsed: float) -> str:
     ms.sort()
-    p95 = ms[int(len(ms) * 0.95) - 1]
-    p99 = ms[int(len(ms) * 0.99) - 1]
+    p95, p99 = percentile(ms, 0.95), percentile(ms, 0.99)
     return (
         f"{label:<26} p50 {statistics.median(ms):7.0f}  p95 {p95:7.0f}  p99 {p99:7.0f}  "
         f"max {ms[-1]:7.0f} ms  {len(ms) / elapsed:5.1f}/s"
